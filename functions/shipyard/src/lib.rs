@@ -1,1 +1,388 @@
+//! The `shipyard` function: sequence orchestration (Keptn's shipyard-controller).
+//!
+//! [`Orchestrator::process`] runs load → [`sequence::handle`] → conditional
+//! write → publish for one event, and is safe under at-least-once, unordered
+//! delivery: the lane write records the event id with its effects, a conflict
+//! re-reads and re-applies, and a redelivered event whose write landed
+//! re-publishes the stored effects.
 
+mod error;
+
+pub use error::Error;
+
+use keelson_core::event::{EventType, KeptnEvent, Kind};
+use keelson_core::ids;
+use keelson_core::ports::{
+    Clock, EventBus, ExecutionFilter, LaneCommit, Store, StoreError, Subscription,
+};
+use keelson_core::resource::{Scope, SHIPYARD_URI};
+use keelson_core::sequence::{self, ControlAction, Config, Input, LaneKey, LaneState};
+use keelson_core::shipyard::Shipyard;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Consumer name (applied-event records and the bus queue).
+pub const CONSUMER: &str = "shipyard";
+
+/// Conflicting writers re-read and re-apply at most this many times.
+const MAX_ATTEMPTS: usize = 16;
+
+/// The events this function consumes.
+pub fn subscription() -> Subscription {
+    Subscription::new(
+        CONSUMER,
+        &[
+            "sh.keptn.event.*.*.triggered",
+            "sh.keptn.event.*.started",
+            "sh.keptn.event.*.finished",
+        ],
+    )
+}
+
+/// What processing one input did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// State changed; this many events were published.
+    Applied {
+        /// Number of events published.
+        emitted: usize,
+    },
+    /// The input had been applied before; its stored effects were re-published.
+    AlreadyApplied {
+        /// Number of events re-published.
+        republished: usize,
+    },
+    /// Nothing to do (not for this function, or no matching sequence).
+    Ignored,
+}
+
+/// The orchestrator with its adapters.
+pub struct Orchestrator<S, B, C> {
+    store: S,
+    bus: B,
+    clock: C,
+    cfg: Config,
+    shipyards: Mutex<HashMap<(String, String), Arc<Shipyard>>>,
+}
+
+impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
+    /// Builds it.
+    pub fn new(store: S, bus: B, clock: C, cfg: Config) -> Self {
+        Orchestrator {
+            store,
+            bus,
+            clock,
+            cfg,
+            shipyards: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Processes one event from the bus.
+    pub async fn process(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
+        let is_trigger = match ev.event_type() {
+            EventType::Sequence { kind, .. } => kind == Kind::Triggered,
+            EventType::Task { kind, .. } => {
+                if kind != Kind::Started && kind != Kind::Finished {
+                    return Ok(Outcome::Ignored);
+                }
+                false
+            }
+            EventType::Other => return Ok(Outcome::Ignored),
+        };
+        let Some(key) = LaneKey::of_event(ev) else {
+            return Ok(Outcome::Ignored);
+        };
+        if let Some(effects) = self.store.applied_effects(CONSUMER, &ev.id).await? {
+            return self.republish(effects).await;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.store.load_lane(&key).await?;
+            let (version, lane) = match loaded {
+                Some(v) => (v.version, v.value),
+                None => (0, LaneState::default()),
+            };
+            let now = self.clock.now();
+            let decision = if is_trigger {
+                let spec = self.resolve(ev, &key).await?;
+                let paused = self
+                    .store
+                    .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
+                    .await?;
+                sequence::handle(
+                    &lane,
+                    Input::Trigger {
+                        event: ev,
+                        spec,
+                        paused,
+                    },
+                    now,
+                    &self.cfg,
+                )
+            } else {
+                sequence::handle(&lane, Input::TaskEvent(ev), now, &self.cfg)
+            };
+            if !decision.changed {
+                return Ok(Outcome::Ignored);
+            }
+            match self
+                .write(&key, version, &lane, &decision, &ev.id)
+                .await
+            {
+                Ok(()) => {
+                    self.bus.publish(&decision.emit).await?;
+                    return Ok(Outcome::Applied {
+                        emitted: decision.emit.len(),
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::AlreadyApplied) => {
+                    let effects = self
+                        .store
+                        .applied_effects(CONSUMER, &ev.id)
+                        .await?
+                        .unwrap_or_default();
+                    return self.republish(effects).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::TooManyConflicts(key.id()))
+    }
+
+    async fn write(
+        &self,
+        key: &LaneKey,
+        version: u64,
+        before: &LaneState,
+        d: &sequence::Decision,
+        cause: &str,
+    ) -> Result<(), StoreError> {
+        if d.lane == *before && d.ended.is_empty() {
+            // Effects without a state change (a trigger that cannot start): record them only.
+            return if self.store.record_applied(CONSUMER, cause, &d.emit).await? {
+                Ok(())
+            } else {
+                Err(StoreError::AlreadyApplied)
+            };
+        }
+        self.store
+            .commit_lane(LaneCommit {
+                key,
+                expected_version: version,
+                state: &d.lane,
+                ended: &d.ended,
+                next_wakeup: sequence::next_wakeup(&d.lane, &self.cfg),
+                consumer: CONSUMER,
+                cause_id: cause,
+                effects: &d.emit,
+            })
+            .await
+    }
+
+    async fn republish(&self, effects: Vec<keelson_core::KeptnEvent>) -> Result<Outcome, Error> {
+        self.bus.publish(&effects).await?;
+        Ok(Outcome::AlreadyApplied {
+            republished: effects.len(),
+        })
+    }
+
+    /// Resolves a trigger in the shipyard at the trigger's commit (or the latest).
+    async fn resolve(
+        &self,
+        ev: &KeptnEvent,
+        key: &LaneKey,
+    ) -> Result<Result<sequence::TriggerSpec, String>, Error> {
+        let EventType::Sequence { stage, sequence, .. } = ev.event_type() else {
+            return Ok(Err("not a sequence trigger".into()));
+        };
+        let Some(project) = self.store.get_project(&key.project).await? else {
+            return Ok(Err(format!(
+                "Unable to retrieve Shipyard file: project {} does not exist",
+                key.project
+            )));
+        };
+        if project.value.service(&key.service).is_none() {
+            return Ok(Err(format!(
+                "Unable to start sequence {sequence}: service {} does not exist in project {}",
+                key.service, key.project
+            )));
+        }
+        let commit = match &ev.gitcommitid {
+            Some(c) => c.clone(),
+            None => match self.store.latest_commit(&key.project).await? {
+                Some(c) => c,
+                None => {
+                    return Ok(Err(
+                        "Unable to retrieve Shipyard file: the project has no configuration".into(),
+                    ))
+                }
+            },
+        };
+        let shipyard = match self.shipyard_at(&key.project, &commit).await? {
+            Ok(s) => s,
+            Err(msg) => return Ok(Err(format!("Unable to retrieve Shipyard file: {msg}"))),
+        };
+        Ok(sequence::trigger_spec(
+            &shipyard,
+            &stage,
+            &sequence,
+            Some(commit),
+        ))
+    }
+
+    async fn shipyard_at(
+        &self,
+        project: &str,
+        commit: &str,
+    ) -> Result<Result<Arc<Shipyard>, String>, Error> {
+        let k = (project.to_string(), commit.to_string());
+        if let Some(s) = self.cache().get(&k) {
+            return Ok(Ok(s.clone()));
+        }
+        let res = match self
+            .store
+            .read_resource(project, &Scope::project(), SHIPYARD_URI, Some(commit))
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::NotFound(what)) => return Ok(Err(format!("{what} not found"))),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(res) = res else {
+            return Ok(Err(format!("{SHIPYARD_URI} not found at version {commit}")));
+        };
+        let text = String::from_utf8_lossy(&res.content);
+        match Shipyard::parse(&text) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                let mut cache = self.cache();
+                if cache.len() > 256 {
+                    cache.clear();
+                }
+                cache.insert(k, s.clone());
+                Ok(Ok(s))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Shipyard>>> {
+        self.shipyards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Releases due tasks and applies timeouts in every lane that is due. Returns events emitted.
+    pub async fn tick(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let mut emitted = 0;
+        for key in self.store.due_lanes(now).await? {
+            emitted += self.apply_to_lane(&key, |_| Input::Tick, "tick").await?;
+        }
+        Ok(emitted)
+    }
+
+    /// Pause / resume / abort a context (or one stage of it). Returns events emitted.
+    pub async fn control(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        action: ControlAction,
+        stage: Option<&str>,
+    ) -> Result<usize, Error> {
+        match action {
+            ControlAction::Pause => self.store.set_paused(project, keptn_context, stage, true).await?,
+            ControlAction::Resume => {
+                self.store.set_paused(project, keptn_context, stage, false).await?
+            }
+            ControlAction::Abort => {}
+        }
+        let execs = self
+            .store
+            .list_executions(&ExecutionFilter {
+                project: project.into(),
+                keptn_context: Some(keptn_context.into()),
+                stage: stage.map(str::to_string),
+                service: None,
+                active_only: true,
+            })
+            .await?;
+        let lanes: BTreeSet<LaneKey> = execs
+            .iter()
+            .map(|e| LaneKey::new(&e.project, &e.stage, &e.service))
+            .collect();
+        let request = ids::random();
+        let mut emitted = 0;
+        for key in lanes {
+            emitted += self
+                .apply_to_lane(
+                    &key,
+                    |_| Input::Control {
+                        keptn_context,
+                        action,
+                    },
+                    &request,
+                )
+                .await?;
+        }
+        Ok(emitted)
+    }
+
+    /// Applies a stateless input (tick, control) to a lane with conflict retries.
+    /// The cause id is derived from the lane and the version read, so a retry of the
+    /// same step is recognised as already applied.
+    async fn apply_to_lane<'a>(
+        &self,
+        key: &LaneKey,
+        input: impl Fn(&LaneState) -> Input<'a>,
+        cause: &str,
+    ) -> Result<usize, Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(loaded) = self.store.load_lane(key).await? else {
+                return Ok(0);
+            };
+            let d = sequence::handle(&loaded.value, input(&loaded.value), self.clock.now(), &self.cfg);
+            let cause_id = ids::derive(cause, &format!("{}@{}", key.id(), loaded.version));
+            if !d.changed {
+                if cause == "tick" {
+                    // Nothing due after all (e.g. paused): clear the wake-up by rewriting it.
+                    let next = sequence::next_wakeup(&loaded.value, &self.cfg);
+                    match self
+                        .store
+                        .commit_lane(LaneCommit {
+                            key,
+                            expected_version: loaded.version,
+                            state: &loaded.value,
+                            ended: &[],
+                            next_wakeup: next,
+                            consumer: CONSUMER,
+                            cause_id: &cause_id,
+                            effects: &[],
+                        })
+                        .await
+                    {
+                        Ok(()) | Err(StoreError::Conflict) | Err(StoreError::AlreadyApplied) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                return Ok(0);
+            }
+            match self
+                .write(key, loaded.version, &loaded.value, &d, &cause_id)
+                .await
+            {
+                Ok(()) => {
+                    self.bus.publish(&d.emit).await?;
+                    return Ok(d.emit.len());
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::AlreadyApplied) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::TooManyConflicts(key.id()))
+    }
+}

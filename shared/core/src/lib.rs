@@ -17,6 +17,7 @@ pub mod resource;
 pub mod sequence;
 pub mod shipyard;
 pub mod timestamp;
+pub mod view;
 
 pub use error::{CoreError, ErrorKind};
 pub use event::KeptnEvent;

@@ -712,13 +712,31 @@ fn on_task_event(lane: &mut LaneState, st: &mut Step<'_>, ev: &KeptnEvent) {
     st.changed = true;
     if kind == Kind::Started {
         cur.started.push(rec);
+    } else {
+        record_finished(exec, rec, eref, ev);
+    }
+    let cur = exec.current.as_ref().unwrap_or_else(|| unreachable!());
+    if !cur.is_done() {
         return;
     }
+    let cur = exec.current.take().unwrap_or_else(|| unreachable!());
+    exec.previous_tasks.push(aggregate(&cur));
+    if proceed(exec, st) {
+        let done = lane.executions.remove(idx);
+        st.ended.push(done);
+        dispatch(lane, st);
+    }
+}
+
+fn record_finished(exec: &mut Execution, rec: TaskEventRecord, eref: EventRef, ev: &KeptnEvent) {
     if ev.data_str("result").is_some_and(|r| r == "fail")
         || ev.data_str("status").is_some_and(|s| s == "errored")
     {
         exec.latest_failed_event = Some(eref);
     }
+    let Some(cur) = exec.current.as_mut() else {
+        return;
+    };
     if cur.name == "evaluation" {
         if let Some(r) = ev
             .data
@@ -738,16 +756,6 @@ fn on_task_event(lane: &mut LaneState, st: &mut Step<'_>, ev: &KeptnEvent) {
         }
     }
     cur.finished.push(rec);
-    if !cur.is_done() {
-        return;
-    }
-    let cur = exec.current.take().unwrap_or_else(|| unreachable!());
-    exec.previous_tasks.push(aggregate(&cur));
-    if proceed(exec, st) {
-        let done = lane.executions.remove(idx);
-        st.ended.push(done);
-        dispatch(lane, st);
-    }
 }
 
 /// Aggregates the `.finished` events of a task (spec §2.3).
