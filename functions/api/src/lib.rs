@@ -1,1 +1,163 @@
+//! The `api` function: Keptn's public REST API under `/api`, so the Keptn CLI
+//! and existing integrations work when pointed at `http://host:port/api`.
+//! Every error is `{"code": …, "message": …}`.
 
+mod datastore;
+mod error;
+mod events;
+mod params;
+mod projects;
+mod resources;
+mod sequences;
+mod uniform;
+
+pub use error::ApiError;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use keelson_core::ports::{Clock, EventBus, Store};
+use keelson_shipyard::Orchestrator;
+use serde_json::json;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Header carrying the API token.
+pub const TOKEN_HEADER: &str = "x-token";
+/// The Keptn version whose API Keelson speaks.
+pub const KEPTN_VERSION: &str = "1.4.5";
+/// Requests larger than this are refused (resource uploads are the largest).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The OpenAPI 3 document of what Keelson implements.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Shared state of the handlers.
+pub struct Api<S, B, C> {
+    /// The orchestrator (store, bus, clock).
+    pub orch: Arc<Orchestrator<S, B, C>>,
+    /// The API token.
+    pub token: String,
+}
+
+impl<S: Store, B: EventBus, C: Clock> Api<S, B, C> {
+    fn store(&self) -> &S {
+        self.orch.store()
+    }
+}
+
+type AppState<S, B, C> = State<Arc<Api<S, B, C>>>;
+
+/// The router with every route, auth and body limits.
+pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router {
+    let cp = "/api/controlPlane/v1";
+    let rs = "/api/resource-service/v1/project/{project}";
+    let protected = Router::new()
+        .route("/api/v1/auth", post(auth))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/event", post(events::post_event::<S, B, C>))
+        .route(
+            &format!("{cp}/project"),
+            get(projects::list::<S, B, C>)
+                .post(projects::create::<S, B, C>)
+                .put(projects::update::<S, B, C>),
+        )
+        .route(
+            &format!("{cp}/project/{{project}}"),
+            get(projects::get_one::<S, B, C>).delete(projects::delete::<S, B, C>),
+        )
+        .route(&format!("{cp}/project/{{project}}/stage"), get(projects::stages::<S, B, C>))
+        .route(&format!("{cp}/project/{{project}}/stage/{{stage}}"), get(projects::stage::<S, B, C>))
+        .route(
+            &format!("{cp}/project/{{project}}/stage/{{stage}}/service"),
+            get(projects::services::<S, B, C>),
+        )
+        .route(
+            &format!("{cp}/project/{{project}}/stage/{{stage}}/service/{{service}}"),
+            get(projects::service::<S, B, C>),
+        )
+        .route(&format!("{cp}/project/{{project}}/service"), post(projects::create_service::<S, B, C>))
+        .route(
+            &format!("{cp}/project/{{project}}/service/{{service}}"),
+            axum::routing::delete(projects::delete_service::<S, B, C>),
+        )
+        .route(&format!("{cp}/sequence/{{project}}"), get(sequences::list::<S, B, C>))
+        .route(
+            &format!("{cp}/sequence/{{project}}/{{context}}/control"),
+            post(sequences::control::<S, B, C>),
+        )
+        .route(&format!("{cp}/event/triggered/{{event_type}}"), get(sequences::open_triggered::<S, B, C>))
+        .route(
+            &format!("{cp}/uniform/registration"),
+            get(uniform::list::<S, B, C>).post(uniform::register::<S, B, C>),
+        )
+        .route(
+            &format!("{cp}/uniform/registration/{{id}}"),
+            axum::routing::delete(uniform::delete::<S, B, C>),
+        )
+        .route(&format!("{cp}/uniform/registration/{{id}}/ping"), put(uniform::ping::<S, B, C>))
+        .route("/api/mongodb-datastore/event", get(datastore::events::<S, B, C>))
+        .route("/api/mongodb-datastore/event/type/{event_type}", get(datastore::by_type::<S, B, C>))
+        .route(&format!("{rs}/resource"), resources::collection::<S, B, C>())
+        .route(&format!("{rs}/resource/{{*uri}}"), resources::item::<S, B, C>())
+        .route(&format!("{rs}/stage/{{stage}}/resource"), resources::collection::<S, B, C>())
+        .route(&format!("{rs}/stage/{{stage}}/resource/{{*uri}}"), resources::item::<S, B, C>())
+        .route(&format!("{rs}/stage/{{stage}}/service/{{service}}/resource"), resources::collection::<S, B, C>())
+        .route(
+            &format!("{rs}/stage/{{stage}}/service/{{service}}/resource/{{*uri}}"),
+            resources::item::<S, B, C>(),
+        )
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token::<S, B, C>));
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+async fn require_token<S, B, C>(State(api): AppState<S, B, C>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(TOKEN_HEADER)
+        .map(|v| bool::from(v.as_bytes().ct_eq(api.token.as_bytes())))
+        .unwrap_or(false);
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated or invalid credentials").into_response()
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "OK"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn auth() -> Json<serde_json::Value> {
+    Json(json!({}))
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "namespace": "keelson",
+        "keptnlabel": "keptn",
+        "keptnversion": KEPTN_VERSION,
+        "keelsonversion": env!("CARGO_PKG_VERSION"),
+        "shipyardversion": "0.2.0",
+        "bridgeversion": "",
+        "automaticprovisioning": false,
+    }))
+}

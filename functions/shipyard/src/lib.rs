@@ -82,6 +82,21 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         &self.store
     }
 
+    /// The bus.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Processes one event from the bus.
     pub async fn process(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
         let is_trigger = match ev.event_type() {

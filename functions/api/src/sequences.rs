@@ -1,0 +1,106 @@
+//! Sequence states, sequence control and the open-trigger polling endpoint.
+
+use crate::error::{parse_body, ApiError};
+use crate::params::{paginate, Params};
+use crate::projects::exists;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::Json;
+use keelson_core::ports::{Clock, EventBus, ExecutionFilter, OpenTriggerFilter, Store};
+use keelson_core::sequence::ControlAction;
+use keelson_core::view::sequence_states;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `GET /sequence/{project}`: `name, state, fromTime, beforeTime, keptnContext, pageSize, nextPageKey`.
+/// As in Keptn, `pageSize` absent or 0 returns everything, and the page keys are integers.
+pub async fn list<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(project): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    exists(&state, &project).await?;
+    let execs = state
+        .store()
+        .list_executions(&ExecutionFilter {
+            project: project.clone(),
+            keptn_context: params.string("keptnContext"),
+            ..Default::default()
+        })
+        .await?;
+    let from = params.time("fromTime")?;
+    let before = params.time("beforeTime")?;
+    let states: Vec<_> = sequence_states(&execs)
+        .into_iter()
+        .filter(|s| params.get("name").is_none_or(|n| s.name == n))
+        .filter(|s| params.get("state").is_none_or(|n| s.state == n))
+        .filter(|s| from.is_none_or(|t| s.time > t))
+        .filter(|s| before.is_none_or(|t| s.time < t))
+        .collect();
+    let size: usize = match params.get("pageSize") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("pageSize: {v:?} is not a number")))?,
+    };
+    let offset: usize = match params.get("nextPageKey") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("nextPageKey: {v:?} is not a page key")))?,
+    };
+    let total = states.len();
+    let size_eff = if size == 0 { total.max(1) } else { size };
+    let page: Vec<_> = states.into_iter().skip(offset).take(size_eff).collect();
+    let next = if offset + size_eff < total { offset + size_eff } else { 0 };
+    Ok(Json(json!({"states": page, "nextPageKey": next, "pageSize": size, "totalCount": total})))
+}
+
+#[derive(Deserialize)]
+struct ControlBody {
+    state: Option<String>,
+    #[serde(default)]
+    stage: Option<String>,
+}
+
+/// `POST /sequence/{project}/{context}/control` with `{"state": "pause|resume|abort", "stage"?}`.
+pub async fn control<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path((project, context)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: ControlBody = parse_body(&body)?;
+    let action = match body.state.as_deref() {
+        Some("pause") => ControlAction::Pause,
+        Some("resume") => ControlAction::Resume,
+        Some("abort") => ControlAction::Abort,
+        Some(o) => return Err(ApiError::bad_request(format!("state: {o:?} is not one of pause, resume, abort"))),
+        None => return Err(ApiError::bad_request("state: is required (pause, resume or abort)")),
+    };
+    exists(&state, &project).await?;
+    let stage = body.stage.filter(|s| !s.is_empty());
+    state.orch.control(&project, &context, action, stage.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /event/triggered/{eventType}`: open, due task triggers only.
+pub async fn open_triggered<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(event_type): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let (size, offset) = params.page("pageSize", 100)?;
+    if let Some(p) = params.get("project") {
+        exists(&state, p).await?;
+    }
+    let events = state
+        .store()
+        .open_triggers(&OpenTriggerFilter {
+            ty: event_type,
+            project: params.string("project"),
+            stage: params.string("stage"),
+            service: params.string("service"),
+            event_id: params.string("eventID"),
+        })
+        .await?;
+    let rest: Vec<Value> = events.iter().map(|e| e.to_rest_json()).collect();
+    let (page, next) = paginate(&rest, size, offset);
+    Ok(Json(json!({"events": page, "nextPageKey": next, "pageSize": size, "totalCount": rest.len()})))
+}
