@@ -1,1 +1,193 @@
+//! `keelson-sqlite`: every store port and a durable local bus in one SQLite
+//! file.
+//!
+//! The file is opened in WAL mode with `synchronous=NORMAL`: a committed
+//! transaction survives a process crash or restart (a power loss may drop the
+//! last few). Writes go through one connection behind a mutex; queries use a
+//! second connection, which WAL lets read while a write is in progress. The
+//! port methods do their (short) blocking SQLite work inline.
+//!
+//! [`SqliteStore::bus`] gives the [`SqliteBus`] that shares the store's file.
 
+mod bus;
+mod events;
+mod projects;
+mod sequence;
+
+pub use bus::SqliteBus;
+
+use keelson_core::ports::{StoreError, StoreResult, Subscription};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Version of the schema this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = include_str!("schema.sql");
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_CACHE: usize = 128;
+
+/// Every store port on one SQLite database. Clones share the connections.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Mutex<Connection>,
+    /// The query connection; `None` for an in-memory database, which one connection serves.
+    reader: Option<Mutex<Connection>>,
+    /// Bus: consumer → highest receipt handed out by this process (undelivered = above it).
+    delivered: Mutex<HashMap<String, i64>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates its schema.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref();
+        let mut writer = Connection::open(path).db()?;
+        configure(&writer)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(backend_msg(format!(
+                "{}: could not switch to WAL journal mode (got {mode})",
+                path.display()
+            )));
+        }
+        writer.pragma_update(None, "synchronous", "NORMAL").db()?;
+        migrate(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .db()?;
+        configure(&reader)?;
+        reader.pragma_update(None, "query_only", true).db()?;
+        Ok(Self::from_connections(writer, Some(reader)))
+    }
+
+    /// A private in-memory database (one connection; gone when the last clone is dropped).
+    pub fn open_in_memory() -> StoreResult<Self> {
+        let mut conn = Connection::open_in_memory().db()?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(Self::from_connections(conn, None))
+    }
+
+    fn from_connections(writer: Connection, reader: Option<Connection>) -> Self {
+        SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                reader: reader.map(Mutex::new),
+                delivered: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The bus on this database, delivering to `subscriptions` (several
+    /// subscriptions of one consumer are merged). Buses of one store share
+    /// their delivery state, so a delivery is handed out once per process.
+    pub fn bus(&self, subscriptions: Vec<Subscription>) -> SqliteBus {
+        SqliteBus::new(self.clone(), subscriptions)
+    }
+
+    /// Runs `f` in an immediate write transaction, committed when `f` succeeds.
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let out = f(&tx)?;
+        tx.commit().db()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read transaction (one snapshot) on the query connection.
+    fn read<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = lock(self.inner.reader.as_ref().unwrap_or(&self.inner.writer));
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .db()?;
+        f(&tx)
+    }
+}
+
+fn configure(conn: &Connection) -> StoreResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).db()?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .db()?;
+    if version > SCHEMA_VERSION {
+        return Err(backend_msg(format!(
+            "the database has schema version {version}, newer than this build's {SCHEMA_VERSION}"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1).db()?;
+    }
+    // Later versions add their steps here: `if version < 2 { ... }`.
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
+    tx.commit().db()
+}
+
+/// Locks a mutex, ignoring poisoning (an interrupted transaction rolls back when dropped).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Maps SQLite errors to [`StoreError`]s.
+trait Db<T> {
+    fn db(self) -> StoreResult<T>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self) -> StoreResult<T> {
+        self.map_err(|e| {
+            let transient = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            StoreError::backend(e, transient)
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+fn backend_msg(m: String) -> StoreError {
+    StoreError::backend(Message(m), false)
+}
+
+fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::backend(e, false))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::backend(e, false))
+}

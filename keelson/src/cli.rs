@@ -1,0 +1,425 @@
+//! The command line: `serve`, `quickstart` and Keptn-CLI-style client verbs.
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use keelson::client::{nested_values, Client};
+use keelson::token::{self, Origin};
+use keelson::{FunctionSet, Node, NodeOptions, StoreChoice};
+use keelson_core::shipyard::parse_go_duration;
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Keelson: a Keptn-compatible, event-driven control plane.
+#[derive(Parser)]
+#[command(name = "keelson", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// API endpoint, e.g. http://127.0.0.1:8080/api (default: saved by `auth`, else the local node).
+    #[arg(long, global = true, env = "KEELSON_ENDPOINT")]
+    endpoint: Option<String>,
+    /// API token (default: saved by `auth`, else the local node's).
+    #[arg(long = "api-token", global = true, env = "KEELSON_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run Keelson locally: every function in one process, embedded SQLite store.
+    Serve(ServeArgs),
+    /// Start a throw-away Keelson with a sample project and watch a delivery go through three stages.
+    Quickstart(QuickstartArgs),
+    /// Check and save the endpoint and token for the other verbs.
+    Auth,
+    /// Create a project or a service.
+    #[command(subcommand)]
+    Create(CreateCmd),
+    /// Upload a file as a resource.
+    #[command(name = "add-resource")]
+    AddResource(AddResourceArgs),
+    /// Trigger a delivery or any sequence.
+    #[command(subcommand)]
+    Trigger(TriggerCmd),
+    /// Send an event.
+    #[command(subcommand)]
+    Send(SendCmd),
+    /// Read events or sequences.
+    #[command(subcommand)]
+    Get(GetCmd),
+    /// Pause a sequence.
+    Pause(ControlTarget),
+    /// Resume a sequence.
+    Resume(ControlTarget),
+    /// Abort a sequence.
+    Abort(ControlTarget),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory (default: the user's data directory + /keelson).
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory (nothing survives the process).
+    #[arg(long, conflicts_with = "data_dir")]
+    memory: bool,
+    /// Port of the API.
+    #[arg(long, default_value_t = 8080, env = "KEELSON_PORT")]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "KEELSON_HOST")]
+    host: IpAddr,
+    /// Functions to run in this process, e.g. api,shipyard,datastore.
+    #[arg(long, env = "KEELSON_FUNCTIONS", default_value = "api,shipyard,datastore")]
+    functions: String,
+    /// Also run built-in echo executors for deployment, test and release.
+    #[arg(long)]
+    demo: bool,
+    /// A task without .started/.finished after this long times its sequence out (Go duration).
+    #[arg(long, default_value = "10m", env = "KEELSON_TASK_STARTED_TIMEOUT")]
+    task_started_timeout: String,
+    /// A started task without .finished after this long times its sequence out (off when unset).
+    #[arg(long, env = "KEELSON_TASK_FINISHED_TIMEOUT")]
+    task_finished_timeout: Option<String>,
+    /// Delete stored events older than this (Go duration, e.g. 720h; off when unset).
+    #[arg(long, env = "KEELSON_RETENTION")]
+    retention: Option<String>,
+}
+
+#[derive(Args)]
+struct QuickstartArgs {
+    /// Port of the API (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Keep serving after the delivery finished (Ctrl-C to stop).
+    #[arg(long)]
+    keep_running: bool,
+}
+
+#[derive(Subcommand)]
+enum CreateCmd {
+    /// Create a project from a shipyard file.
+    Project {
+        /// Project name.
+        name: String,
+        /// Shipyard file.
+        #[arg(long)]
+        shipyard: PathBuf,
+    },
+    /// Create a service in every stage of a project.
+    Service {
+        /// Service name.
+        name: String,
+        /// Project.
+        #[arg(long)]
+        project: String,
+    },
+}
+
+#[derive(Args)]
+struct AddResourceArgs {
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long)]
+    service: Option<String>,
+    /// Add the resource to every stage.
+    #[arg(long = "all-stages")]
+    all_stages: bool,
+    /// Local file.
+    #[arg(long)]
+    resource: PathBuf,
+    /// Path in the configuration (default: the file name).
+    #[arg(long = "resourceUri", alias = "resource-uri")]
+    resource_uri: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TriggerCmd {
+    /// Trigger a delivery of a new image.
+    Delivery {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        service: String,
+        /// Image, e.g. docker.io/org/app:1.2.3.
+        #[arg(long)]
+        image: String,
+        /// Stage (default: the first stage).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Sequence name.
+        #[arg(long, default_value = "delivery")]
+        sequence: String,
+        /// Extra configurationChange values, key=value (dots nest).
+        #[arg(long = "values", value_delimiter = ',')]
+        values: Vec<String>,
+        /// Labels, key=value.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    /// Trigger any sequence.
+    Sequence {
+        /// Sequence name.
+        name: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        stage: String,
+        /// Data, key=value (dots nest).
+        #[arg(long, value_delimiter = ',')]
+        data: Vec<String>,
+        /// Labels, key=value.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SendCmd {
+    /// Send a CloudEvent from a JSON file.
+    Event {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GetCmd {
+    /// Events from the datastore, newest first.
+    Event {
+        /// Type, with or without the sh.keptn.event. prefix.
+        event_type: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long = "keptn-context")]
+        keptn_context: Option<String>,
+        #[arg(long = "page-size", default_value_t = 20)]
+        page_size: usize,
+    },
+    /// Sequence states of a project.
+    Sequence {
+        #[arg(long)]
+        project: String,
+        #[arg(long = "keptn-context")]
+        keptn_context: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct ControlTarget {
+    /// Always `sequence`.
+    #[arg(value_parser = ["sequence"])]
+    what: String,
+    #[arg(long)]
+    project: String,
+    #[arg(long = "keptn-context")]
+    keptn_context: String,
+    /// Only this stage.
+    #[arg(long)]
+    stage: Option<String>,
+}
+
+/// Default data directory.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("keelson")
+}
+
+fn credentials_path() -> PathBuf {
+    dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("keelson").join("credentials.json")
+}
+
+fn duration_ms(field: &str, s: &str) -> anyhow::Result<i64> {
+    parse_go_duration(s).map_err(|e| anyhow!("--{field}: {e}"))
+}
+
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let saved: Option<Value> = std::fs::read_to_string(credentials_path()).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let saved_str = |k: &str| saved.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+    let endpoint = cli.endpoint.clone().or_else(|| saved_str("endpoint")).unwrap_or_else(|| "http://127.0.0.1:8080/api".into());
+    let token = match cli.api_token.clone().or_else(|| saved_str("token")) {
+        Some(t) => t,
+        None => {
+            let p = default_data_dir().join(token::TOKEN_FILE);
+            std::fs::read_to_string(&p)
+                .map(|t| t.trim().to_string())
+                .map_err(|_| anyhow!("no API token: pass --api-token, set KEELSON_API_TOKEN or run `keelson auth`"))?
+        }
+    };
+    Ok(Client::new(&endpoint, &token))
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let verbose = matches!(cli.cmd, Cmd::Serve(_));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "warn" })),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match &cli.cmd {
+        Cmd::Serve(a) => serve(a).await,
+        Cmd::Quickstart(a) => crate::quickstart::run(a.port, a.keep_running).await,
+        Cmd::Auth => {
+            let endpoint = cli.endpoint.clone().ok_or_else(|| anyhow!("--endpoint: is required"))?;
+            let token = cli.api_token.clone().ok_or_else(|| anyhow!("--api-token: is required"))?;
+            Client::new(&endpoint, &token).auth().await?;
+            let p = credentials_path();
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            token::write_private(&p, &json!({"endpoint": endpoint, "token": token}).to_string())?;
+            println!("Successfully authenticated against {endpoint}");
+            Ok(())
+        }
+        Cmd::Create(CreateCmd::Project { name, shipyard }) => {
+            let text = std::fs::read_to_string(shipyard).with_context(|| format!("--shipyard: cannot read {}", shipyard.display()))?;
+            client(&cli)?.create_project(name, &text).await?;
+            println!("Project {name} created");
+            Ok(())
+        }
+        Cmd::Create(CreateCmd::Service { name, project }) => {
+            client(&cli)?.create_service(project, name).await?;
+            println!("Service {name} created in project {project}");
+            Ok(())
+        }
+        Cmd::AddResource(a) => {
+            let c = client(&cli)?;
+            let content = std::fs::read(&a.resource).with_context(|| format!("--resource: cannot read {}", a.resource.display()))?;
+            let uri = match &a.resource_uri {
+                Some(u) => u.clone(),
+                None => a.resource.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("--resourceUri: is required"))?.to_string(),
+            };
+            let stages: Vec<Option<String>> = if a.all_stages {
+                c.stages(&a.project).await?.into_iter().map(Some).collect()
+            } else {
+                vec![a.stage.clone()]
+            };
+            if a.service.is_some() && stages.iter().any(Option::is_none) {
+                bail!("--stage: is required with --service (or use --all-stages)");
+            }
+            for s in stages {
+                let commit = c.add_resource(&a.project, s.as_deref(), a.service.as_deref(), &uri, &content).await?;
+                println!("Resource {uri} added{} (version {commit})", s.map(|s| format!(" to stage {s}")).unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Trigger(TriggerCmd::Delivery { project, service, image, stage, sequence, values, labels }) => {
+            let c = client(&cli)?;
+            let stage = match stage {
+                Some(s) => s.clone(),
+                None => c.stages(project).await?.into_iter().next().ok_or_else(|| anyhow!("project {project} has no stages"))?,
+            };
+            let mut vals = nested_values(values)?;
+            vals["image"] = json!(image);
+            let data = json!({"project": project, "stage": stage, "service": service,
+                "labels": nested_values(labels)?, "configurationChange": {"values": vals}});
+            let ctx = c
+                .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{sequence}.triggered"), "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": data}))
+                .await?;
+            println!("ID of Keptn context: {ctx}");
+            Ok(())
+        }
+        Cmd::Trigger(TriggerCmd::Sequence { name, project, service, stage, data, labels }) => {
+            let mut d = nested_values(data)?;
+            d["project"] = json!(project);
+            d["stage"] = json!(stage);
+            d["service"] = json!(service);
+            d["labels"] = nested_values(labels)?;
+            let ctx = client(&cli)?
+                .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{name}.triggered"), "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": d}))
+                .await?;
+            println!("ID of Keptn context: {ctx}");
+            Ok(())
+        }
+        Cmd::Send(SendCmd::Event { file }) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("--file: cannot read {}", file.display()))?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("--file: {} is not JSON: {e}", file.display()))?;
+            let ctx = client(&cli)?.send_event(&v).await?;
+            println!("ID of Keptn context: {ctx}");
+            Ok(())
+        }
+        Cmd::Get(GetCmd::Event { event_type, project, stage, service, keptn_context, page_size }) => {
+            let mut q = vec![format!("pageSize={page_size}")];
+            if let Some(t) = event_type {
+                let t = if t.starts_with("sh.keptn.") { t.clone() } else { format!("sh.keptn.event.{t}") };
+                q.push(format!("type={t}"));
+            }
+            for (k, v) in [("project", project), ("stage", stage), ("service", service), ("keptnContext", keptn_context)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            let v = client(&cli)?.get(&format!("/mongodb-datastore/event?{}", q.join("&"))).await?;
+            print(&v);
+            Ok(())
+        }
+        Cmd::Get(GetCmd::Sequence { project, keptn_context }) => {
+            let states = client(&cli)?.sequences(project, keptn_context.as_deref()).await?;
+            print(&Value::Array(states));
+            Ok(())
+        }
+        Cmd::Pause(t) => control(&cli, t, "pause").await,
+        Cmd::Resume(t) => control(&cli, t, "resume").await,
+        Cmd::Abort(t) => control(&cli, t, "abort").await,
+    }
+}
+
+async fn control(cli: &Cli, t: &ControlTarget, state: &str) -> anyhow::Result<()> {
+    client(cli)?.control(&t.project, &t.keptn_context, state, t.stage.as_deref()).await?;
+    println!("Sent {state} for sequence {} of project {}", t.keptn_context, t.project);
+    Ok(())
+}
+
+async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
+    let functions = FunctionSet::parse(&a.functions).map_err(|e| anyhow!("--functions: {e}"))?;
+    let (store, dir) = if a.memory {
+        (StoreChoice::Memory, None)
+    } else {
+        let d = a.data_dir.clone().unwrap_or_else(default_data_dir);
+        (StoreChoice::Sqlite(d.clone()), Some(d))
+    };
+    let env_token = std::env::var("KEELSON_API_TOKEN").ok();
+    let (tok, origin) = token::resolve(env_token, dir.as_deref())?;
+    let mut opts = NodeOptions::new(store, SocketAddr::new(a.host, a.port), tok.clone());
+    opts.functions = functions;
+    opts.sequence.task_started_timeout_ms = duration_ms("task-started-timeout", &a.task_started_timeout)?;
+    opts.sequence.task_finished_timeout_ms = a.task_finished_timeout.as_deref().map(|d| duration_ms("task-finished-timeout", d)).transpose()?;
+    opts.retention = a.retention.as_deref().map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64))).transpose()?;
+    if a.demo {
+        opts.echo_tasks = vec!["deployment".into(), "test".into(), "release".into()];
+        opts.echo_delay = Duration::from_millis(300);
+    }
+    let node = Node::start(opts).await?;
+    println!("Keelson is running.");
+    println!("  API:    {}", node.api_url());
+    match &dir {
+        Some(d) => println!("  Store:  {}", d.join("keelson.db").display()),
+        None => println!("  Store:  memory (nothing is kept when this process ends)"),
+    }
+    match origin {
+        Origin::Env => println!("  Token:  from KEELSON_API_TOKEN"),
+        Origin::Stored(p) => println!("  Token:  stored in {} (owner-only)", p.display()),
+        Origin::Generated(Some(p)) => println!("  Token:  {tok}\n          (generated now, stored in {} with owner-only permissions; it is not printed again)", p.display()),
+        Origin::Generated(None) => println!("  Token:  {tok}"),
+    }
+    println!("Try:  curl -H 'x-token: <token>' {}/v1/metadata", node.api_url());
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("Stopping.");
+    node.stop().await;
+    Ok(())
+}

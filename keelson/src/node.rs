@@ -1,0 +1,370 @@
+//! Local mode: the api, shipyard and datastore functions (and optional demo
+//! executors) as tasks of one process, over a durable in-process bus backed by
+//! the same SQLite file as the store (or memory).
+
+use crate::executors;
+use anyhow::Context;
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{Clock, EventBus, Queue, Store, StoreResult, Subscription};
+use keelson_core::sequence::Config as SequenceConfig;
+use keelson_core::ErrorKind;
+use keelson_shipyard::Orchestrator;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Which functions run in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSet {
+    /// The REST API.
+    pub api: bool,
+    /// Sequence orchestration.
+    pub shipyard: bool,
+    /// Event storage.
+    pub datastore: bool,
+}
+
+impl FunctionSet {
+    /// Everything.
+    pub fn all() -> Self {
+        FunctionSet { api: true, shipyard: true, datastore: true }
+    }
+
+    /// Parses `api,shipyard,datastore`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut f = FunctionSet { api: false, shipyard: false, datastore: false };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "api" => f.api = true,
+                "shipyard" => f.shipyard = true,
+                "datastore" => f.datastore = true,
+                o => return Err(format!("unknown function {o:?} (known: api, shipyard, datastore)")),
+            }
+        }
+        if !(f.api || f.shipyard || f.datastore) {
+            return Err("no function selected (known: api, shipyard, datastore)".into());
+        }
+        Ok(f)
+    }
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreChoice {
+    /// Embedded SQLite in this directory (`keelson.db`).
+    Sqlite(PathBuf),
+    /// In memory; gone when the process ends.
+    Memory,
+}
+
+/// Settings of a local node.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// Store.
+    pub store: StoreChoice,
+    /// Address of the API.
+    pub listen: SocketAddr,
+    /// API token.
+    pub token: String,
+    /// Functions to run.
+    pub functions: FunctionSet,
+    /// Task names answered by built-in echo executors (the demo).
+    pub echo_tasks: Vec<String>,
+    /// How long an echo executor takes.
+    pub echo_delay: Duration,
+    /// Orchestration settings (timeouts).
+    pub sequence: SequenceConfig,
+    /// Datastore retention; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// How often timers are checked.
+    pub tick_interval: Duration,
+    /// The clock (tests pass a manual one).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl NodeOptions {
+    /// Defaults for `listen` and `token`.
+    pub fn new(store: StoreChoice, listen: SocketAddr, token: String) -> Self {
+        NodeOptions {
+            store,
+            listen,
+            token,
+            functions: FunctionSet::all(),
+            echo_tasks: vec![],
+            echo_delay: Duration::from_millis(0),
+            sequence: SequenceConfig::default(),
+            retention: None,
+            tick_interval: Duration::from_millis(200),
+            clock: Arc::new(keelson_core::ports::SystemClock),
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The API token.
+    pub token: String,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: Arc<Notify>,
+}
+
+impl Node {
+    /// `http://addr/api`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// Starts a node.
+    pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
+        let mut subs = vec![];
+        if opts.functions.shipyard {
+            subs.push(keelson_shipyard::subscription());
+        }
+        if opts.functions.datastore {
+            subs.push(keelson_datastore::subscription());
+        }
+        for t in &opts.echo_tasks {
+            subs.push(executors::subscription(t));
+        }
+        match &opts.store {
+            StoreChoice::Memory => {
+                let store = keelson_memory::MemoryStore::new();
+                let bus = keelson_memory::MemoryBus::new(subs.clone());
+                start_with(store, bus, subs, opts).await
+            }
+            StoreChoice::Sqlite(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+                let path = dir.join("keelson.db");
+                let store = keelson_sqlite::SqliteStore::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let bus = store.bus(subs.clone());
+                start_with(store, bus, subs, opts).await
+            }
+        }
+    }
+
+    /// Stops every task and waits for the API to close.
+    pub async fn stop(self) {
+        self.shutdown.notify_waiters();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A bus that wakes the consumers it delivered to.
+#[derive(Clone)]
+pub struct NotifyingBus<B> {
+    inner: B,
+    subs: Arc<Vec<Subscription>>,
+    wake: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl<B: EventBus> EventBus for NotifyingBus<B> {
+    async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.inner.publish(events).await?;
+        for s in self.subs.iter() {
+            if events.iter().any(|e| s.matches(&e.ty)) {
+                if let Some(n) = self.wake.get(&s.consumer) {
+                    n.notify_one();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn start_with<S, Q>(store: S, queue: Q, subs: Vec<Subscription>, opts: NodeOptions) -> anyhow::Result<Node>
+where
+    S: Store,
+    Q: EventBus + Queue,
+{
+    let wake: HashMap<String, Arc<Notify>> = subs.iter().map(|s| (s.consumer.clone(), Arc::new(Notify::new()))).collect();
+    let wake = Arc::new(wake);
+    let bus = NotifyingBus { inner: queue.clone(), subs: Arc::new(subs.clone()), wake: wake.clone() };
+    let orch = Arc::new(Orchestrator::new(store.clone(), bus.clone(), opts.clock.clone(), opts.sequence.clone()));
+    let shutdown = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+
+    if opts.functions.shipyard {
+        let o = orch.clone();
+        let q = queue.clone();
+        let w = wake[keelson_shipyard::CONSUMER].clone();
+        tasks.push(tokio::spawn(async move {
+            consume(q, keelson_shipyard::CONSUMER, w, move |batch: Vec<KeptnEvent>| {
+                let o = o.clone();
+                async move {
+                    let mut done = 0;
+                    for ev in &batch {
+                        let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
+                        let _g = span.enter();
+                        match o.process(ev).await {
+                            Ok(_) => done += 1,
+                            Err(e) if e.kind() == ErrorKind::Invalid => {
+                                return Err((done, Some(e.to_string())));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "shipyard: will retry");
+                                return Err((done, None));
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await
+        }));
+        let o = orch.clone();
+        let every = opts.tick_interval;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = o.tick().await {
+                    tracing::warn!(error = %e, "shipyard tick failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
+    if opts.functions.datastore {
+        let st = store.clone();
+        let q = queue.clone();
+        let w = wake[keelson_datastore::CONSUMER].clone();
+        tasks.push(tokio::spawn(async move {
+            consume(q, keelson_datastore::CONSUMER, w, move |batch: Vec<KeptnEvent>| {
+                let st = st.clone();
+                async move {
+                    keelson_datastore::store_events(&st, &batch).await.map(|_| ()).map_err(|e| {
+                        tracing::warn!(error = %e, "datastore: will retry");
+                        (0, None)
+                    })
+                }
+            })
+            .await
+        }));
+        if let Some(ret) = opts.retention {
+            let st = store.clone();
+            let clock = opts.clock.clone();
+            let cfg = keelson_datastore::Config { retention_ms: Some(ret.as_millis() as i64) };
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match keelson_datastore::apply_retention(&st, &clock, &cfg).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "retention applied"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention failed"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }));
+        }
+    }
+    for task in &opts.echo_tasks {
+        let consumer = executors::consumer(task);
+        let q = queue.clone();
+        let w = wake[&consumer].clone();
+        let b = bus.clone();
+        let clock = opts.clock.clone();
+        let delay = opts.echo_delay;
+        tasks.push(tokio::spawn(async move {
+            let name = consumer.clone();
+            consume(q, &name, w, move |batch: Vec<KeptnEvent>| {
+                let b = b.clone();
+                let clock = clock.clone();
+                async move {
+                    for ev in &batch {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let out = executors::echo(ev, clock.now());
+                        if let Err(e) = b.publish(&out).await {
+                            tracing::warn!(error = %e, "echo executor: will retry");
+                            return Err((0, None));
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await
+        }));
+    }
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    if opts.functions.api {
+        let api = Arc::new(keelson_api::Api { orch: orch.clone(), token: opts.token.clone() });
+        let app = keelson_api::router(api);
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.notified().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }));
+    } else {
+        drop(listener);
+    }
+    Ok(Node { addr, token: opts.token, tasks, shutdown })
+}
+
+/// One consumer's loop, like Lambda's SQS event source mapping: receive a
+/// batch, handle it, acknowledge what succeeded; a poison event (Invalid)
+/// goes to the dead letters, anything else is retried after a pause.
+/// The handler returns `Err((handled, poison_reason))` on failure.
+async fn consume<Q, F, Fut>(queue: Q, consumer: &str, wake: Arc<Notify>, handler: F)
+where
+    Q: Queue,
+    F: Fn(Vec<KeptnEvent>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), (usize, Option<String>)>>,
+{
+    const BATCH: usize = 256;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let batch = match queue.receive(consumer, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(consumer, error = %e, "receive failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            continue;
+        }
+        let receipts: Vec<u64> = batch.iter().map(|d| d.receipt).collect();
+        let events: Vec<KeptnEvent> = batch.into_iter().map(|d| d.event).collect();
+        match handler(events).await {
+            Ok(()) => {
+                if let Err(e) = queue.ack(consumer, &receipts).await {
+                    tracing::warn!(consumer, error = %e, "ack failed");
+                }
+                backoff = Duration::from_millis(50);
+            }
+            Err((done, poison)) => {
+                let _ = queue.ack(consumer, &receipts[..done]).await;
+                if let Some(reason) = poison {
+                    tracing::warn!(consumer, reason = %reason, "dead-lettering an event");
+                    let _ = queue.dead_letter(consumer, receipts[done], &reason).await;
+                } else {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The datastore: [`EventStore`].
+
+use crate::{from_json, Db, SqliteStore};
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{EventStore, StoreResult};
+use keelson_core::query::{EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
+use keelson_core::timestamp::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+
+/// A WHERE clause with its arguments.
+#[derive(Default)]
+struct Where {
+    conds: Vec<String>,
+    args: Vec<Value>,
+}
+
+impl Where {
+    fn push(&mut self, cond: impl Into<String>, args: impl IntoIterator<Item = Value>) {
+        self.conds.push(cond.into());
+        self.args.extend(args);
+    }
+
+    fn sql(&self) -> String {
+        if self.conds.is_empty() {
+            "1".into()
+        } else {
+            self.conds.join(" AND ")
+        }
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn int(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The `GET /event` filters. The most selective indexed filter (event id, then
+/// context) gets the index: the others are written `+col` so SQLite does not pick them.
+fn event_filter(q: &EventQuery) -> Where {
+    let mut w = Where::default();
+    let mut indexed = false;
+    for (col, v) in [("id", &q.event_id), ("shkeptncontext", &q.keptn_context)] {
+        if let Some(v) = v {
+            let hint = if indexed { "+" } else { "" };
+            w.push(format!("{hint}{col} = ?"), [text(v)]);
+            indexed = true;
+        }
+    }
+    // Without an id or a context, the planner chooses between type and project.
+    let hint = if indexed { "+" } else { "" };
+    for (col, v) in [("type", &q.ty), ("project", &q.project)] {
+        if let Some(v) = v {
+            w.push(format!("{hint}{col} = ?"), [text(v)]);
+        }
+    }
+    for (col, v) in [("stage", &q.stage), ("service", &q.service), ("source", &q.source)] {
+        if let Some(v) = v {
+            w.push(format!("{col} = ?"), [text(v)]);
+        }
+    }
+    if let Some(t) = q.from_time {
+        w.push("time > ?", [Value::Integer(t.millis())]);
+    }
+    if let Some(t) = q.before_time {
+        w.push("time < ?", [Value::Integer(t.millis())]);
+    }
+    if q.root {
+        w.push("is_root = 1", []);
+    }
+    w
+}
+
+/// `$."a"."b"` for a dotted key, `None` when a segment cannot be quoted.
+fn json_path<'a>(segments: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut p = String::from("$");
+    for seg in segments {
+        if seg.is_empty() || seg.contains('"') {
+            return None;
+        }
+        p.push_str(".\"");
+        p.push_str(seg);
+        p.push('"');
+    }
+    Some(p)
+}
+
+/// The type-query filter term on `key`, as text compared like `query::field_text`.
+fn filter_term(w: &mut Where, key: &str, values: &[String], context_indexed: bool) {
+    let placeholders = vec!["?"; values.len()].join(", ");
+    let vals = values.iter().map(|v| text(v));
+    let column = match key {
+        "id" => Some("id"),
+        "type" => Some("type"),
+        "source" => Some("source"),
+        "shkeptncontext" => Some("shkeptncontext"),
+        "triggeredid" => Some("triggeredid"),
+        "data.project" if context_indexed => Some("+project"),
+        "data.project" => Some("project"),
+        "data.stage" => Some("stage"),
+        "data.service" => Some("service"),
+        _ => None,
+    };
+    if let Some(col) = column {
+        w.push(format!("{col} IN ({placeholders})"), vals);
+        return;
+    }
+    let path = match key {
+        "gitcommitid" => json_path(["gitcommitid"]),
+        k => k
+            .strip_prefix("data.")
+            .and_then(|rest| json_path(std::iter::once("data").chain(rest.split('.')))),
+    };
+    let Some(path) = path else {
+        w.push("0", []);
+        return;
+    };
+    let p = || text(&path);
+    w.push(
+        format!(
+            "(CASE json_type(json, ?) WHEN 'text' THEN json_extract(json, ?) \
+             WHEN 'integer' THEN json -> ? WHEN 'real' THEN json -> ? \
+             WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END) IN ({placeholders})"
+        ),
+        [p(), p(), p(), p()].into_iter().chain(vals),
+    );
+}
+
+fn type_filter(q: &TypeQuery) -> Where {
+    let mut w = Where::default();
+    let by_context = q.filter.iter().any(|t| t.key == "shkeptncontext");
+    w.push(
+        if by_context { "+type = ?" } else { "type = ?" },
+        [text(&q.ty)],
+    );
+    if let Some(t) = q.from_time {
+        w.push("time > ?", [Value::Integer(t.millis())]);
+    }
+    for t in &q.filter {
+        filter_term(&mut w, &t.key, &t.values, by_context);
+    }
+    if q.exclude_invalidated {
+        w.push(
+            "(triggeredid IS NULL OR NOT EXISTS (SELECT 1 FROM events i \
+             WHERE i.triggeredid = events.triggeredid AND i.type GLOB '*.invalidated'))",
+            [],
+        );
+    }
+    w
+}
+
+fn events_of(tx: &Transaction<'_>, sql: &str, args: Vec<Value>) -> StoreResult<Vec<KeptnEvent>> {
+    let mut stmt = tx.prepare_cached(sql).db()?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |r| r.get::<_, String>(0))
+        .db()?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_json(&row.db()?)?);
+    }
+    Ok(out)
+}
+
+/// Deletes the events `cond` selects and re-elects the root of every context that lost it.
+pub(crate) fn delete_events(tx: &Transaction<'_>, cond: &str, arg: Value) -> StoreResult<u64> {
+    let orphaned: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT DISTINCT shkeptncontext FROM events WHERE {cond} AND is_root = 1"
+            ))
+            .db()?;
+        let rows = stmt.query_map([&arg], |r| r.get(0)).db()?;
+        rows.collect::<Result<_, _>>().db()?
+    };
+    let n = tx
+        .prepare_cached(&format!("DELETE FROM events WHERE {cond}"))
+        .db()?
+        .execute([&arg])
+        .db()?;
+    let mut elect = tx
+        .prepare_cached(
+            "UPDATE events SET is_root = 1 WHERE seq = \
+             (SELECT seq FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1)",
+        )
+        .db()?;
+    for ctx in orphaned {
+        elect.execute([ctx]).db()?;
+    }
+    Ok(n as u64)
+}
+
+impl EventStore for SqliteStore {
+    async fn insert_events(&self, events: &[KeptnEvent]) -> StoreResult<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            let mut root_of = tx
+                .prepare_cached(
+                    "SELECT seq, time FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1",
+                )
+                .db()?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, time, type, project, stage, service, \
+                     shkeptncontext, triggeredid, source, is_root, json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .db()?;
+            let mut unroot = tx
+                .prepare_cached("UPDATE events SET is_root = 0 WHERE seq = ?1")
+                .db()?;
+            let mut added = 0;
+            for ev in events {
+                let root: Option<(i64, i64)> = root_of
+                    .query_row([&ev.shkeptncontext], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .db()?;
+                let is_root = root.is_none_or(|(_, t)| ev.time.millis() < t);
+                let n = insert
+                    .execute(params![
+                        ev.id,
+                        ev.time.millis(),
+                        ev.ty,
+                        ev.project(),
+                        ev.stage(),
+                        ev.service(),
+                        ev.shkeptncontext,
+                        ev.triggeredid,
+                        ev.source,
+                        is_root,
+                        ev.to_json(),
+                    ])
+                    .db()?;
+                if n == 0 {
+                    continue;
+                }
+                added += 1;
+                if let (true, Some((old, _))) = (is_root, root) {
+                    unroot.execute([old]).db()?;
+                }
+            }
+            Ok(added)
+        })
+    }
+
+    async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {
+        let w = event_filter(q);
+        let page_size = if q.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            q.page_size
+        };
+        let cond = w.sql();
+        self.read(|tx| {
+            let mut args = w.args.clone();
+            args.extend([int(page_size), int(q.offset)]);
+            let events = events_of(
+                tx,
+                &format!(
+                    "SELECT json FROM events WHERE {cond} ORDER BY time DESC, id DESC LIMIT ? OFFSET ?"
+                ),
+                args,
+            )?;
+            // A short page that is not past the end tells the count without a second query.
+            let total_count = if events.len() < page_size && (!events.is_empty() || q.offset == 0) {
+                q.offset + events.len()
+            } else {
+                let n: i64 = tx
+                    .prepare_cached(&format!("SELECT COUNT(*) FROM events WHERE {cond}"))
+                    .db()?
+                    .query_row(params_from_iter(w.args.iter()), |r| r.get(0))
+                    .db()?;
+                usize::try_from(n).unwrap_or(0)
+            };
+            let next = q.offset.saturating_add(page_size);
+            Ok(EventPage {
+                events,
+                next_offset: (next < total_count).then_some(next),
+                total_count,
+            })
+        })
+    }
+
+    async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
+        let w = type_filter(q);
+        let limit = if q.limit == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            q.limit
+        };
+        let sql = format!(
+            "SELECT json FROM events WHERE {} ORDER BY time DESC, id DESC LIMIT ?",
+            w.sql()
+        );
+        let mut args = w.args;
+        args.push(int(limit));
+        self.read(|tx| events_of(tx, &sql, args))
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(|tx| delete_events(tx, "time < ?1", Value::Integer(before.millis())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_are_quoted_per_segment() {
+        assert_eq!(
+            json_path(["data", "evaluation", "score-x"]).as_deref(),
+            Some(r#"$."data"."evaluation"."score-x""#)
+        );
+        assert_eq!(json_path(["data", "a\"b"]), None);
+        assert_eq!(json_path(["data", ""]), None);
+    }
+}

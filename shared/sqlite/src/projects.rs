@@ -1,0 +1,310 @@
+//! Projects, resources and integrations.
+
+use crate::events::delete_events;
+use crate::{from_json, to_json, Db, SqliteStore};
+use keelson_core::ports::{
+    Integration, IntegrationStore, ProjectStore, ResourceStore, StoreError, StoreResult, Versioned,
+};
+use keelson_core::project::Project;
+use keelson_core::resource::{Change, Resource, Scope, SHIPYARD_URI};
+use keelson_core::timestamp::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+fn project_exists(tx: &Transaction<'_>, name: &str) -> StoreResult<bool> {
+    tx.prepare_cached("SELECT 1 FROM projects WHERE name = ?1")
+        .db()?
+        .exists([name])
+        .db()
+}
+
+/// Appends a commit with `changes` at `scope`; returns its id.
+fn commit(
+    tx: &Transaction<'_>,
+    project: &str,
+    scope: &Scope,
+    changes: &[Change],
+    now: Timestamp,
+) -> StoreResult<String> {
+    let seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM commits WHERE project = ?1")
+        .db()?
+        .query_row([project], |r| r.get(0))
+        .db()?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tx.prepare_cached("INSERT INTO commits (project, seq, id, time) VALUES (?1, ?2, ?3, ?4)")
+        .db()?
+        .execute(params![project, seq, id, now.millis()])
+        .db()?;
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO resources (project, scope, uri, seq, content) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db()?;
+    let scope = scope.key();
+    for c in changes {
+        put.execute(params![project, scope, c.uri, seq, c.content])
+            .db()?;
+    }
+    Ok(id)
+}
+
+/// The commit sequence number a read is made at: `Ok(None)` when the project has
+/// no commit (or does not exist) and no commit was named.
+fn read_point(tx: &Transaction<'_>, project: &str, at: Option<&str>) -> StoreResult<Option<i64>> {
+    match at {
+        None => tx
+            .prepare_cached("SELECT MAX(seq) FROM commits WHERE project = ?1")
+            .db()?
+            .query_row([project], |r| r.get(0))
+            .db(),
+        Some(c) => tx
+            .prepare_cached("SELECT seq FROM commits WHERE project = ?1 AND id = ?2")
+            .db()?
+            .query_row([project, c], |r| r.get(0))
+            .optional()
+            .db()?
+            .map(Some)
+            .ok_or_else(|| StoreError::NotFound(format!("commit {c} of project {project}"))),
+    }
+}
+
+impl ProjectStore for SqliteStore {
+    async fn create_project(&self, p: &Project, now: Timestamp) -> StoreResult<String> {
+        let json = to_json(p)?;
+        self.write(|tx| {
+            if project_exists(tx, &p.name)? {
+                return Err(StoreError::AlreadyExists(format!("project {}", p.name)));
+            }
+            tx.prepare_cached("INSERT INTO projects (name, version, json) VALUES (?1, 1, ?2)")
+                .db()?
+                .execute([&p.name, &json])
+                .db()?;
+            commit(
+                tx,
+                &p.name,
+                &Scope::project(),
+                &[Change {
+                    uri: SHIPYARD_URI.into(),
+                    content: Some(p.shipyard.as_bytes().to_vec()),
+                }],
+                now,
+            )
+        })
+    }
+
+    async fn get_project(&self, name: &str) -> StoreResult<Option<Versioned<Project>>> {
+        let row: Option<(i64, String)> = self.read(|tx| {
+            tx.prepare_cached("SELECT version, json FROM projects WHERE name = ?1")
+                .db()?
+                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .db()
+        })?;
+        row.map(|(version, json)| {
+            Ok(Versioned {
+                version: version as u64,
+                value: from_json(&json)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let rows: Vec<String> = self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT json FROM projects ORDER BY name")
+                .db()?;
+            let rows = stmt.query_map([], |r| r.get(0)).db()?;
+            rows.collect::<Result<_, _>>().db()
+        })?;
+        rows.iter().map(|j| from_json(j)).collect()
+    }
+
+    async fn update_project(&self, p: &Project, expected_version: u64) -> StoreResult<()> {
+        let json = to_json(p)?;
+        self.write(|tx| {
+            let version: Option<i64> = tx
+                .prepare_cached("SELECT version FROM projects WHERE name = ?1")
+                .db()?
+                .query_row([&p.name], |r| r.get(0))
+                .optional()
+                .db()?;
+            match version {
+                None => Err(StoreError::NotFound(format!("project {}", p.name))),
+                Some(v) if v as u64 != expected_version => Err(StoreError::Conflict),
+                Some(v) => {
+                    tx.prepare_cached("UPDATE projects SET version = ?2, json = ?3 WHERE name = ?1")
+                        .db()?
+                        .execute(params![p.name, v + 1, json])
+                        .db()?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    async fn delete_project(&self, name: &str) -> StoreResult<bool> {
+        self.write(|tx| {
+            if !project_exists(tx, name)? {
+                return Ok(false);
+            }
+            for sql in [
+                "DELETE FROM projects WHERE name = ?1",
+                "DELETE FROM commits WHERE project = ?1",
+                "DELETE FROM resources WHERE project = ?1",
+                "DELETE FROM lanes WHERE project = ?1",
+                "DELETE FROM executions WHERE project = ?1",
+                "DELETE FROM open_triggers WHERE lane_project = ?1",
+                "DELETE FROM pauses WHERE project = ?1",
+            ] {
+                tx.prepare_cached(sql).db()?.execute([name]).db()?;
+            }
+            delete_events(tx, "project = ?1", Value::Text(name.to_string()))?;
+            Ok(true)
+        })
+    }
+}
+
+impl ResourceStore for SqliteStore {
+    async fn write_resources(
+        &self,
+        project: &str,
+        scope: &Scope,
+        changes: &[Change],
+        now: Timestamp,
+    ) -> StoreResult<String> {
+        self.write(|tx| {
+            if !project_exists(tx, project)? {
+                return Err(StoreError::NotFound(format!("project {project}")));
+            }
+            commit(tx, project, scope, changes, now)
+        })
+    }
+
+    async fn read_resource(
+        &self,
+        project: &str,
+        scope: &Scope,
+        uri: &str,
+        at: Option<&str>,
+    ) -> StoreResult<Option<Resource>> {
+        self.read(|tx| {
+            let Some(seq) = read_point(tx, project, at)? else {
+                return Ok(None);
+            };
+            let row: Option<(Option<Vec<u8>>, String)> = tx
+                .prepare_cached(
+                    "SELECT r.content, c.id FROM resources r \
+                     JOIN commits c ON c.project = r.project AND c.seq = r.seq \
+                     WHERE r.project = ?1 AND r.scope = ?2 AND r.uri = ?3 AND r.seq <= ?4 \
+                     ORDER BY r.seq DESC LIMIT 1",
+                )
+                .db()?
+                .query_row(params![project, scope.key(), uri, seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .db()?;
+            Ok(match row {
+                Some((Some(content), version)) => Some(Resource {
+                    uri: uri.to_string(),
+                    content,
+                    version,
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    async fn list_resources(
+        &self,
+        project: &str,
+        scope: &Scope,
+        at: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.read(|tx| {
+            let Some(seq) = read_point(tx, project, at)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT r.uri, c.id FROM resources r \
+                     JOIN commits c ON c.project = r.project AND c.seq = r.seq \
+                     WHERE r.project = ?1 AND r.scope = ?2 AND r.content IS NOT NULL \
+                     AND r.seq = (SELECT MAX(x.seq) FROM resources x WHERE x.project = r.project \
+                                  AND x.scope = r.scope AND x.uri = r.uri AND x.seq <= ?3) \
+                     ORDER BY r.uri",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![project, scope.key(), seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .db()?;
+            rows.collect::<Result<_, _>>().db()
+        })
+    }
+
+    async fn latest_commit(&self, project: &str) -> StoreResult<Option<String>> {
+        self.read(|tx| {
+            tx.prepare_cached("SELECT id FROM commits WHERE project = ?1 ORDER BY seq DESC LIMIT 1")
+                .db()?
+                .query_row([project], |r| r.get(0))
+                .optional()
+                .db()
+        })
+    }
+}
+
+impl IntegrationStore for SqliteStore {
+    async fn put_integration(&self, i: &Integration) -> StoreResult<bool> {
+        let json = to_json(i)?;
+        self.write(|tx| {
+            let existed = tx
+                .prepare_cached("SELECT 1 FROM integrations WHERE id = ?1")
+                .db()?
+                .exists([&i.id])
+                .db()?;
+            tx.prepare_cached("INSERT OR REPLACE INTO integrations (id, name, json) VALUES (?1, ?2, ?3)")
+                .db()?
+                .execute([&i.id, &i.name, &json])
+                .db()?;
+            Ok(!existed)
+        })
+    }
+
+    async fn get_integration(&self, id: &str) -> StoreResult<Option<Integration>> {
+        let json: Option<String> = self.read(|tx| {
+            tx.prepare_cached("SELECT json FROM integrations WHERE id = ?1")
+                .db()?
+                .query_row([id], |r| r.get(0))
+                .optional()
+                .db()
+        })?;
+        json.map(|j| from_json(&j)).transpose()
+    }
+
+    async fn list_integrations(&self) -> StoreResult<Vec<Integration>> {
+        let rows: Vec<String> = self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT json FROM integrations ORDER BY name, id")
+                .db()?;
+            let rows = stmt.query_map([], |r| r.get(0)).db()?;
+            rows.collect::<Result<_, _>>().db()
+        })?;
+        rows.iter().map(|j| from_json(j)).collect()
+    }
+
+    async fn delete_integration(&self, id: &str) -> StoreResult<bool> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM integrations WHERE id = ?1")
+                .db()?
+                .execute([id])
+                .db()?;
+            Ok(n > 0)
+        })
+    }
+}

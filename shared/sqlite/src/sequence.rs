@@ -1,0 +1,285 @@
+//! Sequence orchestration state: [`SequenceStore`].
+
+use crate::{from_json, to_json, Db, SqliteStore};
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{
+    ExecutionFilter, LaneCommit, OpenTriggerFilter, SequenceStore, StoreError, StoreResult,
+    Versioned,
+};
+use keelson_core::sequence::{self, Execution, LaneKey, LaneState};
+use keelson_core::timestamp::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+
+fn json_rows<T: serde::de::DeserializeOwned>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: Vec<Value>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = tx.prepare_cached(sql).db()?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |r| r.get::<_, String>(0))
+        .db()?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_json(&row.db()?)?);
+    }
+    Ok(out)
+}
+
+/// Appends `AND col = ?` for a set optional filter.
+fn and_eq(sql: &mut String, args: &mut Vec<Value>, col: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        sql.push_str(&format!(" AND {col} = ?"));
+        args.push(Value::Text(v.clone()));
+    }
+}
+
+impl SequenceStore for SqliteStore {
+    async fn load_lane(&self, key: &LaneKey) -> StoreResult<Option<Versioned<LaneState>>> {
+        let row: Option<(i64, String)> = self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
+            )
+            .db()?
+            .query_row([&key.project, &key.stage, &key.service], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .db()
+        })?;
+        row.map(|(version, state)| {
+            Ok(Versioned {
+                version: version as u64,
+                value: from_json(&state)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit_lane(&self, c: LaneCommit<'_>) -> StoreResult<()> {
+        let state = to_json(c.state)?;
+        let effects = to_json(&c.effects)?;
+        let executions: Vec<(&Execution, String)> = c
+            .state
+            .executions
+            .iter()
+            .chain(c.ended)
+            .map(|e| Ok((e, to_json(e)?)))
+            .collect::<StoreResult<_>>()?;
+        let open: Vec<&KeptnEvent> = sequence::open_triggers(c.state);
+        let key = c.key;
+        self.write(|tx| {
+            let applied = tx
+                .prepare_cached("SELECT 1 FROM applied WHERE consumer = ?1 AND cause_id = ?2")
+                .db()?
+                .exists([c.consumer, c.cause_id])
+                .db()?;
+            if applied {
+                return Err(StoreError::AlreadyApplied);
+            }
+            let current: i64 = tx
+                .prepare_cached(
+                    "SELECT version FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
+                )
+                .db()?
+                .query_row([&key.project, &key.stage, &key.service], |r| r.get(0))
+                .optional()
+                .db()?
+                .unwrap_or(0);
+            if current as u64 != c.expected_version {
+                return Err(StoreError::Conflict);
+            }
+            tx.prepare_cached(
+                "INSERT INTO lanes (project, stage, service, version, state, next_wakeup) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (project, stage, service) DO UPDATE SET \
+                 version = excluded.version, state = excluded.state, next_wakeup = excluded.next_wakeup",
+            )
+            .db()?
+            .execute(params![
+                key.project,
+                key.stage,
+                key.service,
+                current + 1,
+                state,
+                c.next_wakeup.map(Timestamp::millis),
+            ])
+            .db()?;
+            tx.prepare_cached("INSERT INTO applied (consumer, cause_id, effects) VALUES (?1, ?2, ?3)")
+                .db()?
+                .execute([c.consumer, c.cause_id, &effects])
+                .db()?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO executions \
+                     (id, project, stage, service, keptn_context, triggered_at, active, json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .db()?;
+            for (e, json) in &executions {
+                upsert
+                    .execute(params![
+                        e.id,
+                        e.project,
+                        e.stage,
+                        e.service,
+                        e.keptn_context,
+                        e.triggered_at.millis(),
+                        !e.state.is_terminal(),
+                        json,
+                    ])
+                    .db()?;
+            }
+            tx.prepare_cached(
+                "DELETE FROM open_triggers WHERE lane_project = ?1 AND lane_stage = ?2 AND lane_service = ?3",
+            )
+            .db()?
+            .execute([&key.project, &key.stage, &key.service])
+            .db()?;
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO open_triggers (lane_project, lane_stage, lane_service, \
+                     event_id, type, project, stage, service, time, json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .db()?;
+            for ev in &open {
+                put.execute(params![
+                    key.project,
+                    key.stage,
+                    key.service,
+                    ev.id,
+                    ev.ty,
+                    ev.project(),
+                    ev.stage(),
+                    ev.service(),
+                    ev.time.millis(),
+                    ev.to_json(),
+                ])
+                .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn record_applied(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+        effects: &[KeptnEvent],
+    ) -> StoreResult<bool> {
+        let effects = to_json(&effects)?;
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO applied (consumer, cause_id, effects) VALUES (?1, ?2, ?3)",
+                )
+                .db()?
+                .execute([consumer, cause_id, &effects])
+                .db()?;
+            Ok(n == 1)
+        })
+    }
+
+    async fn applied_effects(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+    ) -> StoreResult<Option<Vec<KeptnEvent>>> {
+        let json: Option<String> = self.read(|tx| {
+            tx.prepare_cached("SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2")
+                .db()?
+                .query_row([consumer, cause_id], |r| r.get(0))
+                .optional()
+                .db()
+        })?;
+        json.map(|j| from_json(&j)).transpose()
+    }
+
+    async fn due_lanes(&self, now: Timestamp) -> StoreResult<Vec<LaneKey>> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT project, stage, service FROM lanes \
+                     WHERE next_wakeup IS NOT NULL AND next_wakeup <= ?1 \
+                     ORDER BY project, stage, service",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map([now.millis()], |r| {
+                    Ok(LaneKey {
+                        project: r.get(0)?,
+                        stage: r.get(1)?,
+                        service: r.get(2)?,
+                    })
+                })
+                .db()?;
+            rows.collect::<Result<_, _>>().db()
+        })
+    }
+
+    async fn list_executions(&self, f: &ExecutionFilter) -> StoreResult<Vec<Execution>> {
+        let mut sql = String::from("SELECT json FROM executions WHERE project = ?");
+        let mut args = vec![Value::Text(f.project.clone())];
+        and_eq(&mut sql, &mut args, "keptn_context", &f.keptn_context);
+        and_eq(&mut sql, &mut args, "stage", &f.stage);
+        and_eq(&mut sql, &mut args, "service", &f.service);
+        if f.active_only {
+            sql.push_str(" AND active = 1");
+        }
+        sql.push_str(" ORDER BY triggered_at, id");
+        self.read(|tx| json_rows(tx, &sql, args))
+    }
+
+    async fn open_triggers(&self, f: &OpenTriggerFilter) -> StoreResult<Vec<KeptnEvent>> {
+        let mut sql = String::from("SELECT json FROM open_triggers WHERE type = ?");
+        let mut args = vec![Value::Text(f.ty.clone())];
+        and_eq(&mut sql, &mut args, "project", &f.project);
+        and_eq(&mut sql, &mut args, "stage", &f.stage);
+        and_eq(&mut sql, &mut args, "service", &f.service);
+        and_eq(&mut sql, &mut args, "event_id", &f.event_id);
+        sql.push_str(" ORDER BY time, event_id");
+        self.read(|tx| json_rows(tx, &sql, args))
+    }
+
+    async fn set_paused(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        stage: Option<&str>,
+        paused: bool,
+    ) -> StoreResult<()> {
+        let stage_key = stage.unwrap_or_default();
+        self.write(|tx| {
+            let sql = match (paused, stage) {
+                (true, _) => {
+                    "INSERT OR IGNORE INTO pauses (project, keptn_context, stage) VALUES (?1, ?2, ?3)"
+                }
+                (false, Some(_)) => {
+                    "DELETE FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND stage = ?3"
+                }
+                // Resuming a whole context resumes its stages too.
+                (false, None) => {
+                    "DELETE FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND ?3 = ''"
+                }
+            };
+            tx.prepare_cached(sql)
+                .db()?
+                .execute([project, keptn_context, stage_key])
+                .db()?;
+            Ok(())
+        })
+    }
+
+    async fn is_paused(&self, project: &str, keptn_context: &str, stage: &str) -> StoreResult<bool> {
+        self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT 1 FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND stage IN ('', ?3)",
+            )
+            .db()?
+            .exists([project, keptn_context, stage])
+            .db()
+        })
+    }
+}
