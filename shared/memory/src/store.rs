@@ -133,14 +133,17 @@ fn newest_first(a: &KeptnEvent, b: &KeptnEvent) -> Ordering {
     b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id))
 }
 
+/// A resource's changes as (commit seq, content or `None` for a deletion), oldest first.
+type History = Vec<(usize, Option<Vec<u8>>)>;
+
 #[derive(Debug)]
 struct ProjectRec {
     version: u64,
     project: Project,
     /// Commit ids, oldest first; a commit's sequence number is its index.
     commits: Vec<String>,
-    /// (scope key, uri) → changes as (commit seq, content or deletion), oldest first.
-    resources: BTreeMap<(String, String), Vec<(usize, Option<Vec<u8>>)>>,
+    /// (scope key, uri) → its changes.
+    resources: BTreeMap<(String, String), History>,
 }
 
 impl ProjectRec {
@@ -175,7 +178,7 @@ impl ProjectRec {
     }
 
     /// The change of a history in effect at `seq`.
-    fn at(hist: &[(usize, Option<Vec<u8>>)], seq: usize) -> Option<&(usize, Option<Vec<u8>>)> {
+    fn at(hist: &History, seq: usize) -> Option<&(usize, Option<Vec<u8>>)> {
         hist.iter().rev().find(|(s, _)| *s <= seq)
     }
 }

@@ -1,0 +1,172 @@
+//! The durable local bus: one queue per consumer in the store's database.
+
+use crate::{from_json, lock, Db, SqliteStore};
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{Delivery, EventBus, Queue, StoreError, StoreResult, Subscription};
+use rusqlite::params;
+use std::sync::Arc;
+
+/// The event bus and its consumer queues on a [`SqliteStore`]'s database
+/// (see [`SqliteStore::bus`]). Clones share everything.
+///
+/// A delivery is handed out once per process and stays in the queue until
+/// acknowledged or dead-lettered; after a restart, unacknowledged deliveries
+/// are handed out again.
+#[derive(Debug, Clone)]
+pub struct SqliteBus {
+    store: SqliteStore,
+    /// Consumers with all their patterns, in first-subscription order.
+    consumers: Arc<Vec<Subscription>>,
+}
+
+impl SqliteBus {
+    pub(crate) fn new(store: SqliteStore, subscriptions: Vec<Subscription>) -> Self {
+        let mut consumers: Vec<Subscription> = Vec::new();
+        for s in subscriptions {
+            match consumers.iter_mut().find(|c| c.consumer == s.consumer) {
+                Some(c) => c.patterns.extend(s.patterns),
+                None => consumers.push(s),
+            }
+        }
+        SqliteBus {
+            store,
+            consumers: Arc::new(consumers),
+        }
+    }
+
+    /// The store whose database this bus uses.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    /// The consumer's dead letters, oldest first, with their reasons.
+    pub fn dead_letters(&self, consumer: &str) -> StoreResult<Vec<(KeptnEvent, String)>> {
+        let rows: Vec<(String, String)> = self.store.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT json, reason FROM dead_letters WHERE consumer = ?1 ORDER BY seq",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map([consumer], |r| Ok((r.get(0)?, r.get(1)?)))
+                .db()?;
+            rows.collect::<Result<_, _>>().db()
+        })?;
+        rows.into_iter()
+            .map(|(json, reason)| Ok((from_json(&json)?, reason)))
+            .collect()
+    }
+
+    /// How many events wait in the consumer's queue (delivered or not, not yet acknowledged).
+    pub fn pending(&self, consumer: &str) -> StoreResult<usize> {
+        let n: i64 = self.store.read(|tx| {
+            tx.prepare_cached("SELECT COUNT(*) FROM queue WHERE consumer = ?1")
+                .db()?
+                .query_row([consumer], |r| r.get(0))
+                .db()
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+impl EventBus for SqliteBus {
+    async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
+        let rows: Vec<(&str, String)> = events
+            .iter()
+            .flat_map(|ev| {
+                let json = ev.to_json();
+                self.consumers
+                    .iter()
+                    .filter(|s| s.matches(&ev.ty))
+                    .map(move |s| (s.consumer.as_str(), json.clone()))
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store.write(|tx| {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
+                .db()?;
+            for (consumer, json) in &rows {
+                insert.execute([consumer, &json.as_str()]).db()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Queue for SqliteBus {
+    async fn receive(&self, consumer: &str, max: usize) -> StoreResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // Held across the read so that concurrent receivers never get the same delivery.
+        let mut delivered = lock(&self.store.inner.delivered);
+        let after = delivered.get(consumer).copied().unwrap_or(0);
+        let rows: Vec<(i64, String)> = self.store.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, json FROM queue WHERE consumer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![consumer, after, i64::try_from(max).unwrap_or(i64::MAX)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .db()?;
+            rows.collect::<Result<_, _>>().db()
+        })?;
+        if let Some((last, _)) = rows.last() {
+            delivered.insert(consumer.to_string(), *last);
+        }
+        drop(delivered);
+        rows.into_iter()
+            .map(|(seq, json)| {
+                Ok(Delivery {
+                    receipt: seq as u64,
+                    event: from_json(&json)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.store.write(|tx| {
+            let mut del = tx
+                .prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
+                .db()?;
+            for r in receipts {
+                del.execute(params![consumer, *r as i64]).db()?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> StoreResult<()> {
+        self.store.write(|tx| {
+            let moved = tx
+                .prepare_cached(
+                    "INSERT INTO dead_letters (seq, consumer, json, reason) \
+                     SELECT seq, consumer, json, ?3 FROM queue WHERE consumer = ?1 AND seq = ?2",
+                )
+                .db()?
+                .execute(params![consumer, receipt as i64, reason])
+                .db()?;
+            if moved == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "delivery {receipt} of {consumer}"
+                )));
+            }
+            tx.prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
+                .db()?
+                .execute(params![consumer, receipt as i64])
+                .db()?;
+            Ok(())
+        })
+    }
+}
