@@ -1,1 +1,237 @@
+//! Test harness: start a Keelson node in-process (or the `keelson` binary),
+//! talk to it over HTTP, and play the execution plane the way a remote Keptn
+//! integration does — by polling `/controlPlane/v1/event/triggered/{type}` and
+//! answering through `POST /v1/event`. Waiting is by polling with a deadline.
 
+use anyhow::{anyhow, bail};
+use keelson::client::Client;
+use keelson::{Node, NodeOptions, StoreChoice};
+use keelson_core::ports::{Clock, ManualClock};
+use keelson_core::Timestamp;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Token every test node uses.
+pub const TOKEN: &str = "test-token";
+
+/// A three-stage shipyard with a rollback sequence and a delayed task.
+pub const SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: e2e}
+spec:
+  stages:
+    - name: dev
+      sequences:
+        - name: delivery
+          tasks:
+            - name: deployment
+              properties: {deploymentstrategy: direct}
+            - name: test
+              properties: {teststrategy: functional}
+            - name: release
+    - name: hardening
+      sequences:
+        - name: delivery
+          triggeredOn: [{event: dev.delivery.finished}]
+          tasks:
+            - name: deployment
+            - name: test
+            - name: release
+        - name: rollback
+          triggeredOn:
+            - event: hardening.delivery.finished
+              selector: {match: {result: fail}}
+          tasks: [{name: rollback}]
+    - name: production
+      sequences:
+        - name: delivery
+          triggeredOn: [{event: hardening.delivery.finished}]
+          tasks:
+            - name: deployment
+            - name: release
+"#;
+
+/// A node under test with its client.
+pub struct TestNode {
+    /// The node.
+    pub node: Node,
+    /// A client for it.
+    pub client: Client,
+    /// The manual clock, when the test asked for one.
+    pub clock: Option<Arc<ManualClock>>,
+}
+
+/// How to start a test node.
+#[derive(Default)]
+pub struct Setup {
+    /// Use a manual clock.
+    pub manual_clock: bool,
+    /// Task-started timeout.
+    pub started_timeout_ms: Option<i64>,
+    /// SQLite in this directory instead of memory.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl TestNode {
+    /// Starts a node on a free loopback port with the memory store.
+    pub async fn start() -> anyhow::Result<TestNode> {
+        Self::start_with(Setup::default()).await
+    }
+
+    /// Starts a node as described.
+    pub async fn start_with(s: Setup) -> anyhow::Result<TestNode> {
+        let store = match &s.data_dir {
+            Some(d) => StoreChoice::Sqlite(d.clone()),
+            None => StoreChoice::Memory,
+        };
+        let mut opts = NodeOptions::new(store, SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN.into());
+        opts.tick_interval = Duration::from_millis(20);
+        let clock = s.manual_clock.then(|| Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))));
+        if let Some(c) = &clock {
+            opts.clock = c.clone() as Arc<dyn Clock>;
+        }
+        if let Some(ms) = s.started_timeout_ms {
+            opts.sequence.task_started_timeout_ms = ms;
+        }
+        let node = Node::start(opts).await?;
+        let client = Client::new(&node.api_url(), TOKEN);
+        Ok(TestNode { node, client, clock })
+    }
+
+    /// Creates a project from [`SHIPYARD`] (or `shipyard`) with one service.
+    pub async fn project(&self, name: &str, shipyard: Option<&str>, service: &str) -> anyhow::Result<()> {
+        self.client.create_project(name, shipyard.unwrap_or(SHIPYARD)).await?;
+        self.client.create_service(name, service).await
+    }
+
+    /// Triggers `<stage>.<sequence>` for a service with an image; returns the context.
+    pub async fn trigger(&self, project: &str, stage: &str, sequence: &str, service: &str, image: &str) -> anyhow::Result<String> {
+        self.client
+            .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{sequence}.triggered"), "source": "e2e",
+                "data": {"project": project, "stage": stage, "service": service,
+                         "configurationChange": {"values": {"image": image}}}}))
+            .await
+    }
+
+    /// The sequence state of a context (once it exists).
+    pub async fn state(&self, project: &str, ctx: &str) -> anyhow::Result<Option<Value>> {
+        Ok(self.client.sequences(project, Some(ctx)).await?.into_iter().next())
+    }
+
+    /// Waits until the context's state is `want`.
+    pub async fn wait_state(&self, project: &str, ctx: &str, want: &str) -> anyhow::Result<Value> {
+        wait_for(Duration::from_secs(20), || async {
+            Ok(self.state(project, ctx).await?.filter(|s| s["state"] == json!(want)))
+        })
+        .await
+        .map_err(|e| anyhow!("context {ctx} never reached state {want}: {e}"))
+    }
+
+    /// Open task triggers of a type (the remote execution plane's view).
+    pub async fn open(&self, task: &str, project: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .client
+            .get(&format!("/controlPlane/v1/event/triggered/sh.keptn.event.{task}.triggered?project={project}"))
+            .await?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Waits for the open trigger of `task` in `stage` of context `ctx`.
+    pub async fn wait_open(&self, task: &str, project: &str, stage: &str, ctx: &str) -> anyhow::Result<Value> {
+        wait_for(Duration::from_secs(20), || async {
+            Ok(self
+                .open(task, project)
+                .await?
+                .into_iter()
+                .find(|e| e["data"]["stage"] == json!(stage) && e["shkeptncontext"] == json!(ctx)))
+        })
+        .await
+        .map_err(|e| anyhow!("no open {task}.triggered in {stage} for {ctx}: {e}"))
+    }
+
+    /// Sends `.started` for a trigger, as executor `source`.
+    pub async fn started(&self, trigger: &Value, source: &str) -> anyhow::Result<()> {
+        self.answer(trigger, "started", source, None).await
+    }
+
+    /// Sends `.finished` with a result for a trigger, as executor `source`.
+    pub async fn finished(&self, trigger: &Value, source: &str, result: &str) -> anyhow::Result<()> {
+        self.answer(trigger, "finished", source, Some((result, "succeeded"))).await
+    }
+
+    /// Sends a task event answering `trigger`.
+    pub async fn answer(&self, trigger: &Value, kind: &str, source: &str, outcome: Option<(&str, &str)>) -> anyhow::Result<()> {
+        let ty = trigger["type"].as_str().ok_or_else(|| anyhow!("trigger without type"))?;
+        let task = ty.trim_start_matches("sh.keptn.event.").trim_end_matches(".triggered");
+        let mut data = json!({"project": trigger["data"]["project"], "stage": trigger["data"]["stage"], "service": trigger["data"]["service"]});
+        if let Some((r, s)) = outcome {
+            data["result"] = json!(r);
+            data["status"] = json!(s);
+            data["message"] = json!(format!("{task} by {source}"));
+        }
+        self.client
+            .send_event(&json!({"type": format!("sh.keptn.event.{task}.{kind}"), "source": source,
+                "shkeptncontext": trigger["shkeptncontext"], "triggeredid": trigger["id"], "data": data}))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one task of a context in a stage with one executor: waits for its trigger, answers it.
+    pub async fn run_task(&self, task: &str, project: &str, stage: &str, ctx: &str, result: &str) -> anyhow::Result<Value> {
+        let t = self.wait_open(task, project, stage, ctx).await?;
+        self.started(&t, "executor").await?;
+        self.finished(&t, "executor", result).await?;
+        Ok(t)
+    }
+
+    /// Events of a context from the datastore, oldest first.
+    pub async fn events(&self, ctx: &str) -> anyhow::Result<Vec<Value>> {
+        let mut out = vec![];
+        let mut key = String::new();
+        loop {
+            let v = self
+                .client
+                .get(&format!("/mongodb-datastore/event?keptnContext={ctx}&pageSize=100&nextPageKey={key}"))
+                .await?;
+            out.extend(v["events"].as_array().cloned().unwrap_or_default());
+            match v.get("nextPageKey").and_then(Value::as_str) {
+                Some(k) => key = k.to_string(),
+                None => break,
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+/// Polls `f` until it yields `Some`, or fails after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, f: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > limit {
+            match last_err {
+                Some(e) => bail!("timed out after {limit:?}; last error: {e}"),
+                None => bail!("timed out after {limit:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+/// Types of events, for order assertions.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_string()).collect()
+}

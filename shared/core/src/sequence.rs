@@ -153,9 +153,22 @@ pub struct CurrentTask {
 }
 
 impl CurrentTask {
-    /// Keptn's done rule: #finished == #started and #finished > 0.
+    /// The done rule: #finished == #started > 0, counted per executor (event
+    /// `source`). Keptn counted over all executors, so one executor's early
+    /// `.finished` could complete a task another executor had only started;
+    /// per source, a `.finished` before its own `.started` waits for it.
     pub fn is_done(&self) -> bool {
-        !self.finished.is_empty() && self.finished.len() == self.started.len()
+        if self.finished.is_empty() {
+            return false;
+        }
+        let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for r in &self.started {
+            *counts.entry(r.source.as_str()).or_default() += 1;
+        }
+        for r in &self.finished {
+            *counts.entry(r.source.as_str()).or_default() -= 1;
+        }
+        counts.values().all(|c| *c == 0)
     }
 }
 

@@ -466,3 +466,25 @@ fn later_numbers_win_in_the_payload_merge() {
     assert_eq!(next.data["get-action"]["actionIndex"], json!(1));
     assert_eq!(next.data["configurationChange"]["values"]["replicas"], json!(3));
 }
+
+#[test]
+fn the_done_rule_counts_per_executor() {
+    let mut l = Lane::new();
+    l.trigger(&trigger("tr1", "ctx", "dev", "delivery"));
+    let trig = l.last();
+    let mut from = |id: &str, src: &str, kind: &str| {
+        let mut e = task_ev(id, &trig, kind, "pass", "succeeded");
+        e.source = src.into();
+        e
+    };
+    let helm_s = from("hs", "helm", "started");
+    let jes_f = from("jf", "jes", "finished");
+    let helm_f = from("hf", "helm", "finished");
+    let jes_s = from("js", "jes", "started");
+    assert!(l.task(&helm_s).is_empty());
+    // Keptn would complete here (1 started, 1 finished); jes has not started yet.
+    assert!(l.task(&jes_f).is_empty());
+    assert!(l.task(&helm_f).is_empty());
+    let out = l.task(&jes_s);
+    assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
+}
