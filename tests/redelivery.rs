@@ -1,0 +1,173 @@
+//! At-least-once delivery: every event of a sequence delivered twice and out of
+//! order gives the same final state and no duplicate emitted event; a crash
+//! between the state write and the publish re-publishes the same effects.
+
+use keelson_core::event::{EventType, KeptnEvent, Kind};
+use keelson_core::ports::{EventBus, ExecutionFilter, ManualClock, ProjectStore, SequenceStore, StoreError, StoreResult};
+use keelson_core::project::{Project, Service};
+use keelson_core::sequence::Config;
+use keelson_core::Timestamp;
+use keelson_memory::MemoryStore;
+use keelson_shipyard::{Orchestrator, Outcome};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct CaptureBus {
+    out: Arc<Mutex<Vec<KeptnEvent>>>,
+    fail_next: Arc<AtomicUsize>,
+}
+
+impl EventBus for CaptureBus {
+    async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::backend(std::io::Error::other("bus down"), true));
+        }
+        self.out.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+impl CaptureBus {
+    fn drain(&self) -> Vec<KeptnEvent> {
+        std::mem::take(&mut *self.out.lock().unwrap())
+    }
+}
+
+type Orch = Orchestrator<MemoryStore, CaptureBus, Arc<ManualClock>>;
+
+async fn setup() -> (Orch, CaptureBus, MemoryStore) {
+    let store = MemoryStore::new();
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    let sy = keelson_core::shipyard::Shipyard::parse(keelson_tests::SHIPYARD).unwrap();
+    let p = Project {
+        name: "p".into(),
+        creation_date: now,
+        shipyard: keelson_tests::SHIPYARD.into(),
+        shipyard_version: sy.api_version.clone(),
+        stages: sy.stage_names(),
+        services: vec![Service { name: "svc".into(), creation_date: now }],
+        git_remote_url: None,
+        git_user: None,
+    };
+    store.create_project(&p, now).await.unwrap();
+    let bus = CaptureBus::default();
+    let orch = Orchestrator::new(store.clone(), bus.clone(), Arc::new(ManualClock::at(now)), Config::default());
+    (orch, bus, store)
+}
+
+fn trigger() -> KeptnEvent {
+    KeptnEvent::new(
+        "trigger-1".into(),
+        "test",
+        "sh.keptn.event.dev.delivery.triggered".into(),
+        "ctx-1",
+        serde_json::json!({"project":"p","stage":"dev","service":"svc","configurationChange":{"values":{"image":"i:1"}}}),
+        Timestamp::from_millis(1_800_000_000_000),
+    )
+}
+
+/// The executors' answers to a task trigger: one executor, `.started` and `.finished`.
+fn answers(t: &KeptnEvent) -> Vec<KeptnEvent> {
+    let EventType::Task { task, kind: Kind::Triggered } = t.event_type() else {
+        return vec![];
+    };
+    keelson::executors::echo(t, t.time).into_iter().inspect(|e| assert!(e.ty.contains(&task))).collect()
+}
+
+/// A small deterministic generator (no dependency needed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+struct RunResult {
+    published: BTreeMap<String, KeptnEvent>,
+    publications: usize,
+    final_states: Vec<(String, String, Option<String>)>,
+}
+
+/// Runs the scenario; `dup` delivers every event twice, `seed` picks the delivery order.
+async fn run(dup: bool, seed: Option<u64>) -> RunResult {
+    let (orch, bus, store) = setup().await;
+    let mut rng = Lcg(seed.unwrap_or(0));
+    let mut pending = vec![trigger()];
+    if dup {
+        pending.push(trigger());
+    }
+    let mut published: BTreeMap<String, KeptnEvent> = BTreeMap::new();
+    let mut publications = 0;
+    while !pending.is_empty() {
+        let i = if seed.is_some() { rng.next(pending.len()) } else { 0 };
+        let ev = pending.remove(i);
+        orch.process(&ev).await.unwrap();
+        for out in bus.drain() {
+            publications += 1;
+            if let Some(prev) = published.get(&out.id) {
+                assert_eq!(prev.ty, out.ty, "a re-published id must be the same event");
+                assert_eq!(prev.data, out.data, "a re-published id must be the same event");
+                continue;
+            }
+            published.insert(out.id.clone(), out.clone());
+            let mut next = vec![];
+            match out.event_type() {
+                EventType::Task { kind: Kind::Triggered, .. } => next.extend(answers(&out)),
+                EventType::Sequence { kind: Kind::Triggered, .. } => next.push(out.clone()),
+                _ => {}
+            }
+            for n in next {
+                if dup {
+                    pending.push(n.clone());
+                }
+                pending.push(n);
+            }
+        }
+    }
+    let mut final_states: Vec<(String, String, Option<String>)> = store
+        .list_executions(&ExecutionFilter { project: "p".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (format!("{}.{}", e.stage, e.sequence), format!("{:?}", e.state), e.result))
+        .collect();
+    final_states.sort();
+    RunResult { published, publications, final_states }
+}
+
+#[tokio::test]
+async fn every_event_delivered_twice_and_out_of_order_gives_the_same_result_without_duplicates() {
+    let clean = run(false, None).await;
+    assert_eq!(clean.publications, clean.published.len(), "the clean run publishes each event once");
+    let prod = clean.final_states.iter().find(|s| s.0 == "production.delivery").expect("the delivery reached production");
+    assert_eq!(prod.1, "Finished");
+    let clean_ids: Vec<(&String, &String)> = clean.published.values().map(|e| (&e.id, &e.ty)).collect();
+    for seed in 1..=25u64 {
+        let adverse = run(true, Some(seed)).await;
+        assert_eq!(adverse.final_states, clean.final_states, "seed {seed}");
+        let ids: Vec<(&String, &String)> = adverse.published.values().map(|e| (&e.id, &e.ty)).collect();
+        assert_eq!(ids, clean_ids, "seed {seed}: the same events, with the same ids, and no others");
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_whose_write_landed_republishes_the_same_effects() {
+    let (orch, bus, _store) = setup().await;
+    bus.fail_next.store(1, Ordering::SeqCst);
+    // The state write lands, then publishing fails: the consumer reports an error and the event is redelivered.
+    assert!(orch.process(&trigger()).await.is_err());
+    assert!(bus.drain().is_empty());
+    let out = orch.process(&trigger()).await.unwrap();
+    assert_eq!(out, Outcome::AlreadyApplied { republished: 1 });
+    let first = bus.drain();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].ty, "sh.keptn.event.deployment.triggered");
+    // A third delivery re-publishes the very same event (same id), nothing new.
+    orch.process(&trigger()).await.unwrap();
+    let again = bus.drain();
+    assert_eq!(again, first);
+}
