@@ -22,3 +22,8 @@ pub mod view;
 pub use error::{CoreError, ErrorKind};
 pub use event::KeptnEvent;
 pub use timestamp::Timestamp;
+
+#[cfg(test)]
+mod fixtures_tests;
+#[cfg(test)]
+mod prop_tests;

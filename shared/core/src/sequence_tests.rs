@@ -488,3 +488,31 @@ fn the_done_rule_counts_per_executor() {
     let out = l.task(&jes_s);
     assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
 }
+
+#[test]
+fn the_sequence_view_reports_keptn_states() {
+    use crate::view::sequence_states;
+    let mut l = Lane::new();
+    l.trigger(&trigger("a", "ctx-a", "dev", "delivery"));
+    l.trigger(&trigger("b", "ctx-b", "dev", "delivery"));
+    let state_of = |execs: &[Execution], ctx: &str| {
+        sequence_states(execs).into_iter().find(|s| s.shkeptncontext == ctx).map(|s| (s.state, s.stages[0].state.clone()))
+    };
+    assert_eq!(state_of(&l.state.executions, "ctx-a"), Some(("started".into(), "triggered".into())));
+    assert_eq!(state_of(&l.state.executions, "ctx-b"), Some(("waiting".into(), "triggered".into())));
+    l.apply(Input::Control { keptn_context: "ctx-a", action: ControlAction::Pause }, t(1));
+    assert_eq!(state_of(&l.state.executions, "ctx-a"), Some(("paused".into(), "paused".into())));
+    l.apply(Input::Control { keptn_context: "ctx-a", action: ControlAction::Abort }, t(2));
+    assert_eq!(state_of(&l.ended, "ctx-a"), Some(("aborted".into(), "aborted".into())));
+    l.apply(Input::Tick, t(2 + 600_000));
+    assert_eq!(state_of(&l.ended, "ctx-b"), Some(("timedOut".into(), "errored".into())));
+    let mut f = Lane::new();
+    f.trigger(&trigger("c", "ctx-c", "dev", "delivery"));
+    f.run_task("1", "pass");
+    f.run_task("2", "pass");
+    f.run_task("3", "pass");
+    let v = sequence_states(&f.ended);
+    assert_eq!((v[0].state.as_str(), v[0].stages[0].state.as_str()), ("finished", "succeeded"));
+    assert_eq!(v[0].stages[0].image.as_deref(), Some("img:1"));
+    assert_eq!(v[0].name, "delivery");
+}

@@ -2,7 +2,7 @@
 
 use crate::fixtures::*;
 use keelson_core::ports::{
-    EventStore, ExecutionFilter, Integration, IntegrationStore, OpenTriggerFilter, ProjectStore,
+    ExecutionFilter, Integration, IntegrationStore, OpenTriggerFilter, ProjectStore,
     ResourceStore, SequenceStore, Store, StoreError, Versioned,
 };
 use keelson_core::query::EventQuery;
@@ -417,7 +417,3 @@ pub async fn integrations_are_upserted_listed_and_deleted<S: IntegrationStore>(s
     let ids: Vec<String> = s.list_integrations().await.unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["a-id", "c-id"]);
 }
-
-/// Keeps `EventStore` in the imports used by `populate`'s bound.
-#[allow(dead_code)]
-fn _uses<S: EventStore>() {}
