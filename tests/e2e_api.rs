@@ -6,25 +6,39 @@ use keelson_tests::{wait_for, TestNode, TOKEN};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn raw(n: &TestNode, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+async fn raw(
+    n: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, format!("{}{}", n.node.api_url(), path));
     if let Some(t) = token {
         req = req.header("x-token", t);
     }
     if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
     }
     let resp = req.send().await.unwrap();
     let code = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn assert_error(got: &(u16, Value), code: u16, needle: &str) {
     assert_eq!(got.0, code, "{got:?}");
     assert_eq!(got.1["code"], json!(code), "{got:?}");
     let msg = got.1["message"].as_str().unwrap_or_default();
-    assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
 }
 
 #[tokio::test]
@@ -40,8 +54,16 @@ async fn every_route_but_health_needs_the_token() {
         (reqwest::Method::GET, "/mongodb-datastore/event"),
         (reqwest::Method::GET, "/openapi.json"),
     ] {
-        assert_error(&raw(&n, m.clone(), p, None, None).await, 401, "unauthenticated");
-        assert_error(&raw(&n, m.clone(), p, Some("wrong"), None).await, 401, "unauthenticated");
+        assert_error(
+            &raw(&n, m.clone(), p, None, None).await,
+            401,
+            "unauthenticated",
+        );
+        assert_error(
+            &raw(&n, m.clone(), p, Some("wrong"), None).await,
+            401,
+            "unauthenticated",
+        );
     }
     let (code, meta) = raw(&n, reqwest::Method::GET, "/v1/metadata", Some(TOKEN), None).await;
     assert_eq!(code, 200);
@@ -77,58 +99,206 @@ async fn projects_services_and_their_errors() {
     n.project("shop", None, "carts").await.unwrap();
     let p = n.client.get("/controlPlane/v1/project/shop").await.unwrap();
     assert_eq!(p["projectName"], json!("shop"));
-    let stages: Vec<&str> = p["stages"].as_array().unwrap().iter().map(|s| s["stageName"].as_str().unwrap()).collect();
+    let stages: Vec<&str> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stageName"].as_str().unwrap())
+        .collect();
     assert_eq!(stages, vec!["dev", "hardening", "production"]);
     assert_eq!(p["stages"][1]["parentStages"], json!(["dev"]));
     assert_eq!(p["stages"][0]["services"][0]["serviceName"], json!("carts"));
-    let err = n.client.create_project("shop", keelson_tests::SHIPYARD).await.unwrap_err();
+    let err = n
+        .client
+        .create_project("shop", keelson_tests::SHIPYARD)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("409"), "{err}");
     let err = n.client.create_service("shop", "carts").await.unwrap_err();
     assert!(err.to_string().contains("409"), "{err}");
-    let bad_name = raw(&n, reqwest::Method::POST, "/controlPlane/v1/project", Some(TOKEN), Some(&json!({"name": "Bad_Name", "shipyard": ""}).to_string())).await;
+    let bad_name = raw(
+        &n,
+        reqwest::Method::POST,
+        "/controlPlane/v1/project",
+        Some(TOKEN),
+        Some(&json!({"name": "Bad_Name", "shipyard": ""}).to_string()),
+    )
+    .await;
     assert_error(&bad_name, 400, "name");
-    let b64 = base64::engine::general_purpose::STANDARD.encode("apiVersion: spec.keptn.sh/0.2.0\nkind: Shipyard\nspec: {stages: []}");
-    let bad_sy = raw(&n, reqwest::Method::POST, "/controlPlane/v1/project", Some(TOKEN), Some(&json!({"name": "other", "shipyard": b64}).to_string())).await;
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode("apiVersion: spec.keptn.sh/0.2.0\nkind: Shipyard\nspec: {stages: []}");
+    let bad_sy = raw(
+        &n,
+        reqwest::Method::POST,
+        "/controlPlane/v1/project",
+        Some(TOKEN),
+        Some(&json!({"name": "other", "shipyard": b64}).to_string()),
+    )
+    .await;
     assert_error(&bad_sy, 400, "spec.stages");
-    assert_error(&raw(&n, reqwest::Method::GET, "/controlPlane/v1/project/nope", Some(TOKEN), None).await, 404, "nope");
-    let list = n.client.get("/controlPlane/v1/project?pageSize=1").await.unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/controlPlane/v1/project/nope",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "nope",
+    );
+    let list = n
+        .client
+        .get("/controlPlane/v1/project?pageSize=1")
+        .await
+        .unwrap();
     assert_eq!(list["totalCount"], json!(1));
     assert_eq!(list["nextPageKey"], json!("0"));
-    let svc = n.client.get("/controlPlane/v1/project/shop/stage/dev/service/carts").await.unwrap();
+    let svc = n
+        .client
+        .get("/controlPlane/v1/project/shop/stage/dev/service/carts")
+        .await
+        .unwrap();
     assert_eq!(svc["serviceName"], json!("carts"));
-    n.client.call(reqwest::Method::DELETE, "/controlPlane/v1/project/shop/service/carts", None).await.unwrap();
-    assert_error(&raw(&n, reqwest::Method::GET, "/controlPlane/v1/project/shop/stage/dev/service/carts", Some(TOKEN), None).await, 404, "carts");
-    n.client.call(reqwest::Method::DELETE, "/controlPlane/v1/project/shop", None).await.unwrap();
-    assert_error(&raw(&n, reqwest::Method::GET, "/controlPlane/v1/project/shop", Some(TOKEN), None).await, 404, "shop");
+    n.client
+        .call(
+            reqwest::Method::DELETE,
+            "/controlPlane/v1/project/shop/service/carts",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/controlPlane/v1/project/shop/stage/dev/service/carts",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "carts",
+    );
+    n.client
+        .call(
+            reqwest::Method::DELETE,
+            "/controlPlane/v1/project/shop",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/controlPlane/v1/project/shop",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "shop",
+    );
 }
 
 #[tokio::test]
 async fn resources_are_versioned_and_readable_at_a_version() {
     let n = TestNode::start().await.unwrap();
     n.project("res", None, "svc").await.unwrap();
-    let v1 = n.client.add_resource("res", Some("dev"), Some("svc"), "slo.yaml", b"version: 1").await.unwrap();
-    let v2 = n.client.add_resource("res", Some("dev"), Some("svc"), "slo.yaml", b"version: 2").await.unwrap();
+    let v1 = n
+        .client
+        .add_resource("res", Some("dev"), Some("svc"), "slo.yaml", b"version: 1")
+        .await
+        .unwrap();
+    let v2 = n
+        .client
+        .add_resource("res", Some("dev"), Some("svc"), "slo.yaml", b"version: 2")
+        .await
+        .unwrap();
     assert_ne!(v1, v2);
     let base = "/resource-service/v1/project/res/stage/dev/service/svc/resource";
-    let decode = |v: &Value| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v["resourceContent"].as_str().unwrap()).unwrap()).unwrap();
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v["resourceContent"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
     let latest = n.client.get(&format!("{base}/slo.yaml")).await.unwrap();
     assert_eq!(decode(&latest), "version: 2");
-    let old = n.client.get(&format!("{base}/slo.yaml?gitCommitID={v1}")).await.unwrap();
+    let old = n
+        .client
+        .get(&format!("{base}/slo.yaml?gitCommitID={v1}"))
+        .await
+        .unwrap();
     assert_eq!(decode(&old), "version: 1");
     let list = n.client.get(base).await.unwrap();
     assert_eq!(list["resources"][0]["resourceURI"], json!("slo.yaml"));
     // Stage level does not see the service's file.
-    assert_error(&raw(&n, reqwest::Method::GET, "/resource-service/v1/project/res/stage/dev/resource/slo.yaml", Some(TOKEN), None).await, 404, "slo.yaml");
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/resource-service/v1/project/res/stage/dev/resource/slo.yaml",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "slo.yaml",
+    );
     for bad in ["../etc/passwd", "~root", "a/../b"] {
-        let body = json!({"resources": [{"resourceURI": bad, "resourceContent": "eA=="}]}).to_string();
-        assert_error(&raw(&n, reqwest::Method::POST, base, Some(TOKEN), Some(&body)).await, 400, "resourceURI");
+        let body =
+            json!({"resources": [{"resourceURI": bad, "resourceContent": "eA=="}]}).to_string();
+        assert_error(
+            &raw(&n, reqwest::Method::POST, base, Some(TOKEN), Some(&body)).await,
+            400,
+            "resourceURI",
+        );
     }
-    let body = json!({"resources": [{"resourceURI": "x.txt", "resourceContent": "%%%"}]}).to_string();
-    assert_error(&raw(&n, reqwest::Method::POST, base, Some(TOKEN), Some(&body)).await, 400, "base64");
-    assert_error(&raw(&n, reqwest::Method::GET, &format!("{base}/slo.yaml?gitCommitID=deadbeef"), Some(TOKEN), None).await, 404, "");
-    n.client.call(reqwest::Method::DELETE, &format!("{base}/slo.yaml"), None).await.unwrap();
-    assert_error(&raw(&n, reqwest::Method::GET, &format!("{base}/slo.yaml"), Some(TOKEN), None).await, 404, "slo.yaml");
-    let still_old = n.client.get(&format!("{base}/slo.yaml?gitCommitID={v2}")).await.unwrap();
+    let body =
+        json!({"resources": [{"resourceURI": "x.txt", "resourceContent": "%%%"}]}).to_string();
+    assert_error(
+        &raw(&n, reqwest::Method::POST, base, Some(TOKEN), Some(&body)).await,
+        400,
+        "base64",
+    );
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            &format!("{base}/slo.yaml?gitCommitID=deadbeef"),
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "",
+    );
+    n.client
+        .call(reqwest::Method::DELETE, &format!("{base}/slo.yaml"), None)
+        .await
+        .unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            &format!("{base}/slo.yaml"),
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "slo.yaml",
+    );
+    let still_old = n
+        .client
+        .get(&format!("{base}/slo.yaml?gitCommitID={v2}"))
+        .await
+        .unwrap();
     assert_eq!(decode(&still_old), "version: 2");
 }
 
@@ -136,31 +306,67 @@ async fn resources_are_versioned_and_readable_at_a_version() {
 async fn a_sequence_uses_the_shipyard_version_it_started_with() {
     let n = TestNode::start().await.unwrap();
     n.project("ver", None, "svc").await.unwrap();
-    let ctx = n.trigger("ver", "dev", "delivery", "svc", "img:1").await.unwrap();
+    let ctx = n
+        .trigger("ver", "dev", "delivery", "svc", "img:1")
+        .await
+        .unwrap();
     let dep = n.wait_open("deployment", "ver", "dev", &ctx).await.unwrap();
     // Change dev's delivery to a single different task while the sequence runs.
-    let changed = keelson_tests::SHIPYARD.replacen("            - name: test\n              properties: {teststrategy: functional}\n", "            - name: smoke\n", 1);
+    let changed = keelson_tests::SHIPYARD.replacen(
+        "            - name: test\n              properties: {teststrategy: functional}\n",
+        "            - name: smoke\n",
+        1,
+    );
     assert_ne!(changed, keelson_tests::SHIPYARD);
-    n.client.add_resource("ver", None, None, "shipyard.yaml", changed.as_bytes()).await.unwrap();
+    n.client
+        .add_resource("ver", None, None, "shipyard.yaml", changed.as_bytes())
+        .await
+        .unwrap();
     n.started(&dep, "x").await.unwrap();
     n.finished(&dep, "x", "pass").await.unwrap();
     n.wait_open("test", "ver", "dev", &ctx).await.unwrap();
     // A new sequence uses the new version.
-    let ctx2 = n.trigger("ver", "production", "delivery", "svc", "img:2").await.unwrap();
-    n.wait_open("deployment", "ver", "production", &ctx2).await.unwrap();
+    let ctx2 = n
+        .trigger("ver", "production", "delivery", "svc", "img:2")
+        .await
+        .unwrap();
+    n.wait_open("deployment", "ver", "production", &ctx2)
+        .await
+        .unwrap();
     let bad = json!({"resources": [{"resourceURI": "shipyard.yaml", "resourceContent": base64::engine::general_purpose::STANDARD.encode("kind: nope")}]}).to_string();
-    assert_error(&raw(&n, reqwest::Method::POST, "/resource-service/v1/project/ver/resource", Some(TOKEN), Some(&bad)).await, 400, "shipyard");
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::POST,
+            "/resource-service/v1/project/ver/resource",
+            Some(TOKEN),
+            Some(&bad),
+        )
+        .await,
+        400,
+        "shipyard",
+    );
 }
 
 #[tokio::test]
 async fn the_datastore_answers_keptn_queries() {
     let n = TestNode::start().await.unwrap();
     n.project("ds", None, "svc").await.unwrap();
-    let ctx = n.trigger("ds", "dev", "delivery", "svc", "img:1").await.unwrap();
-    n.run_task("deployment", "ds", "dev", &ctx, "pass").await.unwrap();
+    let ctx = n
+        .trigger("ds", "dev", "delivery", "svc", "img:1")
+        .await
+        .unwrap();
+    n.run_task("deployment", "ds", "dev", &ctx, "pass")
+        .await
+        .unwrap();
     n.wait_open("test", "ds", "dev", &ctx).await.unwrap();
     let evs = wait_for(Duration::from_secs(10), || async {
-        let v = n.client.get(&format!("/mongodb-datastore/event?keptnContext={ctx}&pageSize=2")).await?;
+        let v = n
+            .client
+            .get(&format!(
+                "/mongodb-datastore/event?keptnContext={ctx}&pageSize=2"
+            ))
+            .await?;
         Ok((v["totalCount"].as_u64() >= Some(5)).then_some(v))
     })
     .await
@@ -168,8 +374,15 @@ async fn the_datastore_answers_keptn_queries() {
     assert_eq!(evs["events"].as_array().unwrap().len(), 2);
     assert_eq!(evs["nextPageKey"], json!("2"));
     assert_eq!(evs["events"][0]["contenttype"], json!("application/json"));
-    let roots = n.client.get("/mongodb-datastore/event?project=ds&root=true").await.unwrap();
-    assert_eq!(roots["events"][0]["type"], json!("sh.keptn.event.dev.delivery.triggered"));
+    let roots = n
+        .client
+        .get("/mongodb-datastore/event?project=ds&root=true")
+        .await
+        .unwrap();
+    assert_eq!(
+        roots["events"][0]["type"],
+        json!("sh.keptn.event.dev.delivery.triggered")
+    );
     let fin = n
         .client
         .get("/mongodb-datastore/event/type/sh.keptn.event.deployment.finished?filter=data.project:ds%20AND%20data.result:pass,warning&excludeInvalidated=true")
@@ -178,9 +391,42 @@ async fn the_datastore_answers_keptn_queries() {
     assert_eq!(fin["events"].as_array().unwrap().len(), 1);
     let none = n.client.get("/mongodb-datastore/event/type/sh.keptn.event.deployment.finished?filter=data.project:ds%20AND%20data.result:fail").await.unwrap();
     assert!(none["events"].as_array().unwrap().is_empty());
-    assert_error(&raw(&n, reqwest::Method::GET, "/mongodb-datastore/event/type/x?filter=data.stage:dev", Some(TOKEN), None).await, 400, "filter");
-    assert_error(&raw(&n, reqwest::Method::GET, "/mongodb-datastore/event?pageSize=1000", Some(TOKEN), None).await, 400, "pageSize");
-    assert_error(&raw(&n, reqwest::Method::GET, "/mongodb-datastore/event?fromTime=yesterday", Some(TOKEN), None).await, 400, "fromTime");
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/mongodb-datastore/event/type/x?filter=data.stage:dev",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        400,
+        "filter",
+    );
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/mongodb-datastore/event?pageSize=1000",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        400,
+        "pageSize",
+    );
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/mongodb-datastore/event?fromTime=yesterday",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        400,
+        "fromTime",
+    );
 }
 
 #[tokio::test]
@@ -188,19 +434,80 @@ async fn integrations_register_ping_list_and_delete() {
     let n = TestNode::start().await.unwrap();
     let body = json!({"name": "helm-service", "metadata": {"hostname": "h1", "kubernetesmetadata": {"namespace": "keptn"}},
         "subscriptions": [{"event": "sh.keptn.event.deployment.triggered", "filter": {"projects": ["p"]}}]});
-    let (code, v) = raw(&n, reqwest::Method::POST, "/controlPlane/v1/uniform/registration", Some(TOKEN), Some(&body.to_string())).await;
+    let (code, v) = raw(
+        &n,
+        reqwest::Method::POST,
+        "/controlPlane/v1/uniform/registration",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!(code, 201);
     let id = v["id"].as_str().unwrap().to_string();
-    let (code, v2) = raw(&n, reqwest::Method::POST, "/controlPlane/v1/uniform/registration", Some(TOKEN), Some(&body.to_string())).await;
+    let (code, v2) = raw(
+        &n,
+        reqwest::Method::POST,
+        "/controlPlane/v1/uniform/registration",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!((code, v2["id"].as_str().unwrap()), (200, id.as_str()));
-    let list = n.client.get("/controlPlane/v1/uniform/registration?project=p").await.unwrap();
+    let list = n
+        .client
+        .get("/controlPlane/v1/uniform/registration?project=p")
+        .await
+        .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let none = n.client.get("/controlPlane/v1/uniform/registration?project=other").await.unwrap();
+    let none = n
+        .client
+        .get("/controlPlane/v1/uniform/registration?project=other")
+        .await
+        .unwrap();
     assert!(none.as_array().unwrap().is_empty());
-    let pinged = n.client.call(reqwest::Method::PUT, &format!("/controlPlane/v1/uniform/registration/{id}/ping"), None).await.unwrap();
+    let pinged = n
+        .client
+        .call(
+            reqwest::Method::PUT,
+            &format!("/controlPlane/v1/uniform/registration/{id}/ping"),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(pinged["name"], json!("helm-service"));
-    let bad = json!({"name": "x", "subscriptions": [{"event": "e", "filter": {"services": ["s"]}}]}).to_string();
-    assert_error(&raw(&n, reqwest::Method::POST, "/controlPlane/v1/uniform/registration", Some(TOKEN), Some(&bad)).await, 400, "stages");
-    n.client.call(reqwest::Method::DELETE, &format!("/controlPlane/v1/uniform/registration/{id}"), None).await.unwrap();
-    assert_error(&raw(&n, reqwest::Method::DELETE, &format!("/controlPlane/v1/uniform/registration/{id}"), Some(TOKEN), None).await, 404, "");
+    let bad =
+        json!({"name": "x", "subscriptions": [{"event": "e", "filter": {"services": ["s"]}}]})
+            .to_string();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::POST,
+            "/controlPlane/v1/uniform/registration",
+            Some(TOKEN),
+            Some(&bad),
+        )
+        .await,
+        400,
+        "stages",
+    );
+    n.client
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/controlPlane/v1/uniform/registration/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::DELETE,
+            &format!("/controlPlane/v1/uniform/registration/{id}"),
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        404,
+        "",
+    );
 }

@@ -3,7 +3,9 @@
 //! between the state write and the publish re-publishes the same effects.
 
 use keelson_core::event::{EventType, KeptnEvent, Kind};
-use keelson_core::ports::{EventBus, ExecutionFilter, ManualClock, ProjectStore, SequenceStore, StoreError, StoreResult};
+use keelson_core::ports::{
+    EventBus, ExecutionFilter, ManualClock, ProjectStore, SequenceStore, StoreError, StoreResult,
+};
 use keelson_core::project::{Project, Service};
 use keelson_core::sequence::Config;
 use keelson_core::Timestamp;
@@ -48,13 +50,21 @@ async fn setup() -> (Orch, CaptureBus, MemoryStore) {
         shipyard: keelson_tests::SHIPYARD.into(),
         shipyard_version: sy.api_version.clone(),
         stages: sy.stage_names(),
-        services: vec![Service { name: "svc".into(), creation_date: now }],
+        services: vec![Service {
+            name: "svc".into(),
+            creation_date: now,
+        }],
         git_remote_url: None,
         git_user: None,
     };
     store.create_project(&p, now).await.unwrap();
     let bus = CaptureBus::default();
-    let orch = Orchestrator::new(store.clone(), bus.clone(), Arc::new(ManualClock::at(now)), Config::default());
+    let orch = Orchestrator::new(
+        store.clone(),
+        bus.clone(),
+        Arc::new(ManualClock::at(now)),
+        Config::default(),
+    );
     (orch, bus, store)
 }
 
@@ -71,17 +81,27 @@ fn trigger() -> KeptnEvent {
 
 /// The executors' answers to a task trigger: one executor, `.started` and `.finished`.
 fn answers(t: &KeptnEvent) -> Vec<KeptnEvent> {
-    let EventType::Task { task, kind: Kind::Triggered } = t.event_type() else {
+    let EventType::Task {
+        task,
+        kind: Kind::Triggered,
+    } = t.event_type()
+    else {
         return vec![];
     };
-    keelson::executors::echo(t, t.time).into_iter().inspect(|e| assert!(e.ty.contains(&task))).collect()
+    keelson::executors::echo(t, t.time)
+        .into_iter()
+        .inspect(|e| assert!(e.ty.contains(&task)))
+        .collect()
 }
 
 /// A small deterministic generator (no dependency needed).
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -103,21 +123,34 @@ async fn run(dup: bool, seed: Option<u64>) -> RunResult {
     let mut published: BTreeMap<String, KeptnEvent> = BTreeMap::new();
     let mut publications = 0;
     while !pending.is_empty() {
-        let i = if seed.is_some() { rng.next(pending.len()) } else { 0 };
+        let i = if seed.is_some() {
+            rng.next(pending.len())
+        } else {
+            0
+        };
         let ev = pending.remove(i);
         orch.process(&ev).await.unwrap();
         for out in bus.drain() {
             publications += 1;
             if let Some(prev) = published.get(&out.id) {
                 assert_eq!(prev.ty, out.ty, "a re-published id must be the same event");
-                assert_eq!(prev.data, out.data, "a re-published id must be the same event");
+                assert_eq!(
+                    prev.data, out.data,
+                    "a re-published id must be the same event"
+                );
                 continue;
             }
             published.insert(out.id.clone(), out.clone());
             let mut next = vec![];
             match out.event_type() {
-                EventType::Task { kind: Kind::Triggered, .. } => next.extend(answers(&out)),
-                EventType::Sequence { kind: Kind::Triggered, .. } => next.push(out.clone()),
+                EventType::Task {
+                    kind: Kind::Triggered,
+                    ..
+                } => next.extend(answers(&out)),
+                EventType::Sequence {
+                    kind: Kind::Triggered,
+                    ..
+                } => next.push(out.clone()),
                 _ => {}
             }
             for n in next {
@@ -129,28 +162,54 @@ async fn run(dup: bool, seed: Option<u64>) -> RunResult {
         }
     }
     let mut final_states: Vec<(String, String, Option<String>)> = store
-        .list_executions(&ExecutionFilter { project: "p".into(), ..Default::default() })
+        .list_executions(&ExecutionFilter {
+            project: "p".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_iter()
-        .map(|e| (format!("{}.{}", e.stage, e.sequence), format!("{:?}", e.state), e.result))
+        .map(|e| {
+            (
+                format!("{}.{}", e.stage, e.sequence),
+                format!("{:?}", e.state),
+                e.result,
+            )
+        })
         .collect();
     final_states.sort();
-    RunResult { published, publications, final_states }
+    RunResult {
+        published,
+        publications,
+        final_states,
+    }
 }
 
 #[tokio::test]
 async fn every_event_delivered_twice_and_out_of_order_gives_the_same_result_without_duplicates() {
     let clean = run(false, None).await;
-    assert_eq!(clean.publications, clean.published.len(), "the clean run publishes each event once");
-    let prod = clean.final_states.iter().find(|s| s.0 == "production.delivery").expect("the delivery reached production");
+    assert_eq!(
+        clean.publications,
+        clean.published.len(),
+        "the clean run publishes each event once"
+    );
+    let prod = clean
+        .final_states
+        .iter()
+        .find(|s| s.0 == "production.delivery")
+        .expect("the delivery reached production");
     assert_eq!(prod.1, "Finished");
-    let clean_ids: Vec<(&String, &String)> = clean.published.values().map(|e| (&e.id, &e.ty)).collect();
+    let clean_ids: Vec<(&String, &String)> =
+        clean.published.values().map(|e| (&e.id, &e.ty)).collect();
     for seed in 1..=25u64 {
         let adverse = run(true, Some(seed)).await;
         assert_eq!(adverse.final_states, clean.final_states, "seed {seed}");
-        let ids: Vec<(&String, &String)> = adverse.published.values().map(|e| (&e.id, &e.ty)).collect();
-        assert_eq!(ids, clean_ids, "seed {seed}: the same events, with the same ids, and no others");
+        let ids: Vec<(&String, &String)> =
+            adverse.published.values().map(|e| (&e.id, &e.ty)).collect();
+        assert_eq!(
+            ids, clean_ids,
+            "seed {seed}: the same events, with the same ids, and no others"
+        );
     }
 }
 

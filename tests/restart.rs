@@ -11,17 +11,31 @@ fn keelson_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join(format!("keelson{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not built (cargo test --workspace builds it)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test --workspace builds it)",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn serve(dir: &std::path::Path, port: u16) -> Child {
     Command::new(keelson_bin())
-        .args(["serve", "--data-dir", dir.to_str().unwrap(), "--port", &port.to_string()])
+        .args([
+            "serve",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
         .env("KEELSON_API_TOKEN", "restart-token")
         .env("KEELSON_LOG", "warn")
         .stdout(Stdio::null())
@@ -31,20 +45,36 @@ fn serve(dir: &std::path::Path, port: u16) -> Child {
 }
 
 async fn ready(c: &Client) {
-    wait_for(Duration::from_secs(30), || async { Ok(c.get("/v1/metadata").await.ok()) }).await.unwrap();
+    wait_for(Duration::from_secs(30), || async {
+        Ok(c.get("/v1/metadata").await.ok())
+    })
+    .await
+    .unwrap();
 }
 
 async fn open(c: &Client, task: &str, ctx: &str, stage: &str) -> Value {
     wait_for(Duration::from_secs(20), || async {
-        let v = c.get(&format!("/controlPlane/v1/event/triggered/sh.keptn.event.{task}.triggered?project=rs")).await?;
-        Ok(v["events"].as_array().and_then(|a| a.iter().find(|e| e["shkeptncontext"] == json!(ctx) && e["data"]["stage"] == json!(stage)).cloned()))
+        let v = c
+            .get(&format!(
+                "/controlPlane/v1/event/triggered/sh.keptn.event.{task}.triggered?project=rs"
+            ))
+            .await?;
+        Ok(v["events"].as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["shkeptncontext"] == json!(ctx) && e["data"]["stage"] == json!(stage))
+                .cloned()
+        }))
     })
     .await
     .unwrap()
 }
 
 async fn answer(c: &Client, t: &Value, kind: &str) {
-    let task = t["type"].as_str().unwrap().trim_start_matches("sh.keptn.event.").trim_end_matches(".triggered");
+    let task = t["type"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sh.keptn.event.")
+        .trim_end_matches(".triggered");
     let mut data = json!({"project": "rs", "stage": t["data"]["stage"], "service": "svc"});
     if kind == "finished" {
         data["result"] = json!("pass");
@@ -80,16 +110,30 @@ async fn a_hard_restart_in_the_middle_of_a_sequence_loses_nothing() {
     let mut child = serve(dir.path(), port);
     ready(&c).await;
     let test_again = open(&c, "test", &ctx, "dev").await;
-    assert_eq!(test_again["id"], test["id"], "the open task survived the restart");
+    assert_eq!(
+        test_again["id"], test["id"],
+        "the open task survived the restart"
+    );
     answer(&c, &test_again, "finished").await;
     let rel = open(&c, "release", &ctx, "dev").await;
     answer(&c, &rel, "started").await;
     answer(&c, &rel, "finished").await;
     open(&c, "deployment", &ctx, "hardening").await;
     let evs = wait_for(Duration::from_secs(20), || async {
-        let v = c.get(&format!("/mongodb-datastore/event?keptnContext={ctx}&pageSize=100")).await?;
+        let v = c
+            .get(&format!(
+                "/mongodb-datastore/event?keptnContext={ctx}&pageSize=100"
+            ))
+            .await?;
         let evs = v["events"].as_array().cloned().unwrap_or_default();
-        Ok(evs.iter().any(|e| e["type"] == json!("sh.keptn.event.hardening.deployment.triggered") || e["type"] == json!("sh.keptn.event.deployment.triggered") && e["data"]["stage"] == json!("hardening")).then_some(evs))
+        Ok(evs
+            .iter()
+            .any(|e| {
+                e["type"] == json!("sh.keptn.event.hardening.deployment.triggered")
+                    || e["type"] == json!("sh.keptn.event.deployment.triggered")
+                        && e["data"]["stage"] == json!("hardening")
+            })
+            .then_some(evs))
     })
     .await
     .unwrap();

@@ -21,7 +21,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEELSON_ENDPOINT")]
     endpoint: Option<String>,
     /// API token (default: saved by `auth`, else the local node's).
-    #[arg(long = "api-token", global = true, env = "KEELSON_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "api-token",
+        global = true,
+        env = "KEELSON_API_TOKEN",
+        hide_env_values = true
+    )]
     api_token: Option<String>,
 }
 
@@ -71,7 +76,11 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1", env = "KEELSON_HOST")]
     host: IpAddr,
     /// Functions to run in this process, e.g. api,shipyard,datastore.
-    #[arg(long, env = "KEELSON_FUNCTIONS", default_value = "api,shipyard,datastore")]
+    #[arg(
+        long,
+        env = "KEELSON_FUNCTIONS",
+        default_value = "api,shipyard,datastore"
+    )]
     functions: String,
     /// Also run built-in echo executors for deployment, test and release.
     #[arg(long)]
@@ -230,11 +239,16 @@ struct ControlTarget {
 
 /// Default data directory.
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("keelson")
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("keelson")
 }
 
 fn credentials_path() -> PathBuf {
-    dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("keelson").join("credentials.json")
+    dirs::config_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("keelson")
+        .join("credentials.json")
 }
 
 fn duration_ms(field: &str, s: &str) -> anyhow::Result<i64> {
@@ -242,9 +256,21 @@ fn duration_ms(field: &str, s: &str) -> anyhow::Result<i64> {
 }
 
 fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let saved: Option<Value> = std::fs::read_to_string(credentials_path()).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let saved_str = |k: &str| saved.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
-    let endpoint = cli.endpoint.clone().or_else(|| saved_str("endpoint")).unwrap_or_else(|| "http://127.0.0.1:8080/api".into());
+    let saved: Option<Value> = std::fs::read_to_string(credentials_path())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let saved_str = |k: &str| {
+        saved
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let endpoint = cli
+        .endpoint
+        .clone()
+        .or_else(|| saved_str("endpoint"))
+        .unwrap_or_else(|| "http://127.0.0.1:8080/api".into());
     let token = match cli.api_token.clone().or_else(|| saved_str("token")) {
         Some(t) => t,
         None => {
@@ -266,8 +292,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let verbose = matches!(cli.cmd, Cmd::Serve(_));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "warn" })),
+            tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "warn" })
+            }),
         )
         .with_writer(std::io::stderr)
         .try_init();
@@ -275,19 +302,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Quickstart(a) => crate::quickstart::run(a.port, a.keep_running).await,
         Cmd::Auth => {
-            let endpoint = cli.endpoint.clone().ok_or_else(|| anyhow!("--endpoint: is required"))?;
-            let token = cli.api_token.clone().ok_or_else(|| anyhow!("--api-token: is required"))?;
+            let endpoint = cli
+                .endpoint
+                .clone()
+                .ok_or_else(|| anyhow!("--endpoint: is required"))?;
+            let token = cli
+                .api_token
+                .clone()
+                .ok_or_else(|| anyhow!("--api-token: is required"))?;
             Client::new(&endpoint, &token).auth().await?;
             let p = credentials_path();
             if let Some(d) = p.parent() {
                 std::fs::create_dir_all(d)?;
             }
-            token::write_private(&p, &json!({"endpoint": endpoint, "token": token}).to_string())?;
+            token::write_private(
+                &p,
+                &json!({"endpoint": endpoint, "token": token}).to_string(),
+            )?;
             println!("Successfully authenticated against {endpoint}");
             Ok(())
         }
         Cmd::Create(CreateCmd::Project { name, shipyard }) => {
-            let text = std::fs::read_to_string(shipyard).with_context(|| format!("--shipyard: cannot read {}", shipyard.display()))?;
+            let text = std::fs::read_to_string(shipyard)
+                .with_context(|| format!("--shipyard: cannot read {}", shipyard.display()))?;
             client(&cli)?.create_project(name, &text).await?;
             println!("Project {name} created");
             Ok(())
@@ -299,10 +336,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::AddResource(a) => {
             let c = client(&cli)?;
-            let content = std::fs::read(&a.resource).with_context(|| format!("--resource: cannot read {}", a.resource.display()))?;
+            let content = std::fs::read(&a.resource)
+                .with_context(|| format!("--resource: cannot read {}", a.resource.display()))?;
             let uri = match &a.resource_uri {
                 Some(u) => u.clone(),
-                None => a.resource.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("--resourceUri: is required"))?.to_string(),
+                None => a
+                    .resource
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| anyhow!("--resourceUri: is required"))?
+                    .to_string(),
             };
             let stages: Vec<Option<String>> = if a.all_stages {
                 c.stages(&a.project).await?.into_iter().map(Some).collect()
@@ -313,16 +356,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--stage: is required with --service (or use --all-stages)");
             }
             for s in stages {
-                let commit = c.add_resource(&a.project, s.as_deref(), a.service.as_deref(), &uri, &content).await?;
-                println!("Resource {uri} added{} (version {commit})", s.map(|s| format!(" to stage {s}")).unwrap_or_default());
+                let commit = c
+                    .add_resource(
+                        &a.project,
+                        s.as_deref(),
+                        a.service.as_deref(),
+                        &uri,
+                        &content,
+                    )
+                    .await?;
+                println!(
+                    "Resource {uri} added{} (version {commit})",
+                    s.map(|s| format!(" to stage {s}")).unwrap_or_default()
+                );
             }
             Ok(())
         }
-        Cmd::Trigger(TriggerCmd::Delivery { project, service, image, stage, sequence, values, labels }) => {
+        Cmd::Trigger(TriggerCmd::Delivery {
+            project,
+            service,
+            image,
+            stage,
+            sequence,
+            values,
+            labels,
+        }) => {
             let c = client(&cli)?;
             let stage = match stage {
                 Some(s) => s.clone(),
-                None => c.stages(project).await?.into_iter().next().ok_or_else(|| anyhow!("project {project} has no stages"))?,
+                None => c
+                    .stages(project)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("project {project} has no stages"))?,
             };
             let mut vals = nested_values(values)?;
             vals["image"] = json!(image);
@@ -334,7 +401,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ID of Keptn context: {ctx}");
             Ok(())
         }
-        Cmd::Trigger(TriggerCmd::Sequence { name, project, service, stage, data, labels }) => {
+        Cmd::Trigger(TriggerCmd::Sequence {
+            name,
+            project,
+            service,
+            stage,
+            data,
+            labels,
+        }) => {
             let mut d = nested_values(data)?;
             d["project"] = json!(project);
             d["stage"] = json!(stage);
@@ -347,29 +421,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Send(SendCmd::Event { file }) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("--file: cannot read {}", file.display()))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("--file: {} is not JSON: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--file: cannot read {}", file.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow!("--file: {} is not JSON: {e}", file.display()))?;
             let ctx = client(&cli)?.send_event(&v).await?;
             println!("ID of Keptn context: {ctx}");
             Ok(())
         }
-        Cmd::Get(GetCmd::Event { event_type, project, stage, service, keptn_context, page_size }) => {
+        Cmd::Get(GetCmd::Event {
+            event_type,
+            project,
+            stage,
+            service,
+            keptn_context,
+            page_size,
+        }) => {
             let mut q = vec![format!("pageSize={page_size}")];
             if let Some(t) = event_type {
-                let t = if t.starts_with("sh.keptn.") { t.clone() } else { format!("sh.keptn.event.{t}") };
+                let t = if t.starts_with("sh.keptn.") {
+                    t.clone()
+                } else {
+                    format!("sh.keptn.event.{t}")
+                };
                 q.push(format!("type={t}"));
             }
-            for (k, v) in [("project", project), ("stage", stage), ("service", service), ("keptnContext", keptn_context)] {
+            for (k, v) in [
+                ("project", project),
+                ("stage", stage),
+                ("service", service),
+                ("keptnContext", keptn_context),
+            ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={v}"));
                 }
             }
-            let v = client(&cli)?.get(&format!("/mongodb-datastore/event?{}", q.join("&"))).await?;
+            let v = client(&cli)?
+                .get(&format!("/mongodb-datastore/event?{}", q.join("&")))
+                .await?;
             print(&v);
             Ok(())
         }
-        Cmd::Get(GetCmd::Sequence { project, keptn_context }) => {
-            let states = client(&cli)?.sequences(project, keptn_context.as_deref()).await?;
+        Cmd::Get(GetCmd::Sequence {
+            project,
+            keptn_context,
+        }) => {
+            let states = client(&cli)?
+                .sequences(project, keptn_context.as_deref())
+                .await?;
             print(&Value::Array(states));
             Ok(())
         }
@@ -380,8 +479,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn control(cli: &Cli, t: &ControlTarget, state: &str) -> anyhow::Result<()> {
-    client(cli)?.control(&t.project, &t.keptn_context, state, t.stage.as_deref()).await?;
-    println!("Sent {state} for sequence {} of project {}", t.keptn_context, t.project);
+    client(cli)?
+        .control(&t.project, &t.keptn_context, state, t.stage.as_deref())
+        .await?;
+    println!(
+        "Sent {state} for sequence {} of project {}",
+        t.keptn_context, t.project
+    );
     Ok(())
 }
 
@@ -397,9 +501,18 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let (tok, origin) = token::resolve(env_token, dir.as_deref())?;
     let mut opts = NodeOptions::new(store, SocketAddr::new(a.host, a.port), tok.clone());
     opts.functions = functions;
-    opts.sequence.task_started_timeout_ms = duration_ms("task-started-timeout", &a.task_started_timeout)?;
-    opts.sequence.task_finished_timeout_ms = a.task_finished_timeout.as_deref().map(|d| duration_ms("task-finished-timeout", d)).transpose()?;
-    opts.retention = a.retention.as_deref().map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64))).transpose()?;
+    opts.sequence.task_started_timeout_ms =
+        duration_ms("task-started-timeout", &a.task_started_timeout)?;
+    opts.sequence.task_finished_timeout_ms = a
+        .task_finished_timeout
+        .as_deref()
+        .map(|d| duration_ms("task-finished-timeout", d))
+        .transpose()?;
+    opts.retention = a
+        .retention
+        .as_deref()
+        .map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64)))
+        .transpose()?;
     if a.demo {
         opts.echo_tasks = vec!["deployment".into(), "test".into(), "release".into()];
         opts.echo_delay = Duration::from_millis(300);
@@ -417,8 +530,13 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         Origin::Generated(Some(p)) => println!("  Token:  {tok}\n          (generated now, stored in {} with owner-only permissions; it is not printed again)", p.display()),
         Origin::Generated(None) => println!("  Token:  {tok}"),
     }
-    println!("Try:  curl -H 'x-token: <token>' {}/v1/metadata", node.api_url());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "Try:  curl -H 'x-token: <token>' {}/v1/metadata",
+        node.api_url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("Stopping.");
     node.stop().await;
     Ok(())

@@ -30,7 +30,14 @@ pub fn echo(trigger: &KeptnEvent, now: Timestamp) -> Vec<KeptnEvent> {
         "stage": trigger.stage(),
         "service": trigger.service(),
     });
-    let mut started = KeptnEvent::new(ids::derive(&trigger.id, "echo/started"), SOURCE, task_type(&task, "started"), &trigger.shkeptncontext, scope.clone(), now);
+    let mut started = KeptnEvent::new(
+        ids::derive(&trigger.id, "echo/started"),
+        SOURCE,
+        task_type(&task, "started"),
+        &trigger.shkeptncontext,
+        scope.clone(),
+        now,
+    );
     started.triggeredid = Some(trigger.id.clone());
     started.gitcommitid = trigger.gitcommitid.clone();
     let mut data = scope;
@@ -40,7 +47,14 @@ pub fn echo(trigger: &KeptnEvent, now: Timestamp) -> Vec<KeptnEvent> {
     if task == "deployment" {
         data["deployment"] = json!({"deploymentstrategy": "direct", "deploymentNames": ["direct"], "deploymentURIsLocal": [], "deploymentURIsPublic": []});
     }
-    let mut finished = KeptnEvent::new(ids::derive(&trigger.id, "echo/finished"), SOURCE, task_type(&task, "finished"), &trigger.shkeptncontext, data, now);
+    let mut finished = KeptnEvent::new(
+        ids::derive(&trigger.id, "echo/finished"),
+        SOURCE,
+        task_type(&task, "finished"),
+        &trigger.shkeptncontext,
+        data,
+        now,
+    );
     finished.triggeredid = Some(trigger.id.clone());
     finished.gitcommitid = trigger.gitcommitid.clone();
     vec![started, finished]

@@ -6,4 +6,4 @@ pub mod executors;
 pub mod node;
 pub mod token;
 
-pub use node::{FunctionSet, Node, NodeOptions, StoreChoice};
+pub use node::{FunctionSet, Node, NodeOptions, Observer, StoreChoice};

@@ -31,18 +31,30 @@ pub struct FunctionSet {
 impl FunctionSet {
     /// Everything.
     pub fn all() -> Self {
-        FunctionSet { api: true, shipyard: true, datastore: true }
+        FunctionSet {
+            api: true,
+            shipyard: true,
+            datastore: true,
+        }
     }
 
     /// Parses `api,shipyard,datastore`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut f = FunctionSet { api: false, shipyard: false, datastore: false };
+        let mut f = FunctionSet {
+            api: false,
+            shipyard: false,
+            datastore: false,
+        };
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "api" => f.api = true,
                 "shipyard" => f.shipyard = true,
                 "datastore" => f.datastore = true,
-                o => return Err(format!("unknown function {o:?} (known: api, shipyard, datastore)")),
+                o => {
+                    return Err(format!(
+                        "unknown function {o:?} (known: api, shipyard, datastore)"
+                    ))
+                }
             }
         }
         if !(f.api || f.shipyard || f.datastore) {
@@ -84,7 +96,12 @@ pub struct NodeOptions {
     pub tick_interval: Duration,
     /// The clock (tests pass a manual one).
     pub clock: Arc<dyn Clock>,
+    /// Called with every event published on the bus (benchmarks, watchers).
+    pub observer: Option<Observer>,
 }
+
+/// A callback that sees every published event.
+pub type Observer = Arc<dyn Fn(&KeptnEvent) + Send + Sync>;
 
 impl NodeOptions {
     /// Defaults for `listen` and `token`.
@@ -100,6 +117,7 @@ impl NodeOptions {
             retention: None,
             tick_interval: Duration::from_millis(200),
             clock: Arc::new(keelson_core::ports::SystemClock),
+            observer: None,
         }
     }
 }
@@ -139,7 +157,8 @@ impl Node {
                 start_with(store, bus, subs, opts).await
             }
             StoreChoice::Sqlite(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating data directory {}", dir.display()))?;
                 let path = dir.join("keelson.db");
                 let store = keelson_sqlite::SqliteStore::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
@@ -167,6 +186,7 @@ pub struct NotifyingBus<B> {
     inner: B,
     subs: Arc<Vec<Subscription>>,
     wake: Arc<HashMap<String, Arc<Notify>>>,
+    observer: Option<Observer>,
 }
 
 impl<B: EventBus> EventBus for NotifyingBus<B> {
@@ -175,6 +195,9 @@ impl<B: EventBus> EventBus for NotifyingBus<B> {
             return Ok(());
         }
         self.inner.publish(events).await?;
+        if let Some(o) = &self.observer {
+            events.iter().for_each(|e| o(e));
+        }
         for s in self.subs.iter() {
             if events.iter().any(|e| s.matches(&e.ty)) {
                 if let Some(n) = self.wake.get(&s.consumer) {
@@ -186,15 +209,33 @@ impl<B: EventBus> EventBus for NotifyingBus<B> {
     }
 }
 
-async fn start_with<S, Q>(store: S, queue: Q, subs: Vec<Subscription>, opts: NodeOptions) -> anyhow::Result<Node>
+async fn start_with<S, Q>(
+    store: S,
+    queue: Q,
+    subs: Vec<Subscription>,
+    opts: NodeOptions,
+) -> anyhow::Result<Node>
 where
     S: Store,
     Q: EventBus + Queue,
 {
-    let wake: HashMap<String, Arc<Notify>> = subs.iter().map(|s| (s.consumer.clone(), Arc::new(Notify::new()))).collect();
+    let wake: HashMap<String, Arc<Notify>> = subs
+        .iter()
+        .map(|s| (s.consumer.clone(), Arc::new(Notify::new())))
+        .collect();
     let wake = Arc::new(wake);
-    let bus = NotifyingBus { inner: queue.clone(), subs: Arc::new(subs.clone()), wake: wake.clone() };
-    let orch = Arc::new(Orchestrator::new(store.clone(), bus.clone(), opts.clock.clone(), opts.sequence.clone()));
+    let bus = NotifyingBus {
+        inner: queue.clone(),
+        subs: Arc::new(subs.clone()),
+        wake: wake.clone(),
+        observer: opts.observer.clone(),
+    };
+    let orch = Arc::new(Orchestrator::new(
+        store.clone(),
+        bus.clone(),
+        opts.clock.clone(),
+        opts.sequence.clone(),
+    ));
     let shutdown = Arc::new(Notify::new());
     let mut tasks = Vec::new();
 
@@ -242,21 +283,31 @@ where
         let q = queue.clone();
         let w = wake[keelson_datastore::CONSUMER].clone();
         tasks.push(tokio::spawn(async move {
-            consume(q, keelson_datastore::CONSUMER, w, move |batch: Vec<KeptnEvent>| {
-                let st = st.clone();
-                async move {
-                    keelson_datastore::store_events(&st, &batch).await.map(|_| ()).map_err(|e| {
-                        tracing::warn!(error = %e, "datastore: will retry");
-                        (0, None)
-                    })
-                }
-            })
+            consume(
+                q,
+                keelson_datastore::CONSUMER,
+                w,
+                move |batch: Vec<KeptnEvent>| {
+                    let st = st.clone();
+                    async move {
+                        keelson_datastore::store_events(&st, &batch)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                tracing::warn!(error = %e, "datastore: will retry");
+                                (0, None)
+                            })
+                    }
+                },
+            )
             .await
         }));
         if let Some(ret) = opts.retention {
             let st = store.clone();
             let clock = opts.clock.clone();
-            let cfg = keelson_datastore::Config { retention_ms: Some(ret.as_millis() as i64) };
+            let cfg = keelson_datastore::Config {
+                retention_ms: Some(ret.as_millis() as i64),
+            };
             tasks.push(tokio::spawn(async move {
                 loop {
                     match keelson_datastore::apply_retention(&st, &clock, &cfg).await {
@@ -304,7 +355,10 @@ where
         .with_context(|| format!("binding the API to {}", opts.listen))?;
     let addr = listener.local_addr()?;
     if opts.functions.api {
-        let api = Arc::new(keelson_api::Api { orch: orch.clone(), token: opts.token.clone() });
+        let api = Arc::new(keelson_api::Api {
+            orch: orch.clone(),
+            token: opts.token.clone(),
+        });
         let app = keelson_api::router(api);
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -318,7 +372,12 @@ where
     } else {
         drop(listener);
     }
-    Ok(Node { addr, token: opts.token, tasks, shutdown })
+    Ok(Node {
+        addr,
+        token: opts.token,
+        tasks,
+        shutdown,
+    })
 }
 
 /// One consumer's loop, like Lambda's SQS event source mapping: receive a

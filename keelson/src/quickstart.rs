@@ -49,11 +49,18 @@ spec:
 
 pub async fn run(port: u16, keep_running: bool) -> anyhow::Result<()> {
     let tok = token::generate();
-    let mut opts = NodeOptions::new(StoreChoice::Memory, SocketAddr::from(([127, 0, 0, 1], port)), tok.clone());
+    let mut opts = NodeOptions::new(
+        StoreChoice::Memory,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        tok.clone(),
+    );
     opts.echo_tasks = vec!["deployment".into(), "test".into(), "release".into()];
     opts.echo_delay = Duration::from_millis(250);
     let node = Node::start(opts).await?;
-    println!("Keelson quickstart: API at {} (token {tok}), in memory.", node.api_url());
+    println!(
+        "Keelson quickstart: API at {} (token {tok}), in memory.",
+        node.api_url()
+    );
     let c = Client::new(&node.api_url(), &tok);
     c.create_project("quickstart", SHIPYARD).await?;
     println!("Created project quickstart with stages dev -> staging -> production");
@@ -94,25 +101,49 @@ async fn watch(c: &Client, ctx: &str, limit: Duration) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let events = c.get(&format!("/mongodb-datastore/event?keptnContext={ctx}&pageSize=100")).await?;
-        let mut evs: Vec<Value> = events.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+        let events = c
+            .get(&format!(
+                "/mongodb-datastore/event?keptnContext={ctx}&pageSize=100"
+            ))
+            .await?;
+        let mut evs: Vec<Value> = events
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         evs.reverse();
         for e in evs {
-            let id = e.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = e
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if !seen.insert(id) {
                 continue;
             }
             let ty = e.get("type").and_then(Value::as_str).unwrap_or_default();
-            let stage = e.pointer("/data/stage").and_then(Value::as_str).unwrap_or("-");
-            let result = e.pointer("/data/result").and_then(Value::as_str).map(|r| format!("  result={r}")).unwrap_or_default();
+            let stage = e
+                .pointer("/data/stage")
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            let result = e
+                .pointer("/data/result")
+                .and_then(Value::as_str)
+                .map(|r| format!("  result={r}"))
+                .unwrap_or_default();
             let short = ty.strip_prefix("sh.keptn.event.").unwrap_or(ty);
-            println!("  [{stage:<10}] {short:<32} {}{result}", e.get("source").and_then(Value::as_str).unwrap_or_default());
+            println!(
+                "  [{stage:<10}] {short:<32} {}{result}",
+                e.get("source").and_then(Value::as_str).unwrap_or_default()
+            );
         }
         let state = st.get("state").and_then(Value::as_str).unwrap_or_default();
-        let prod_done = st
-            .get("stages")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|x| x.get("name") == Some(&json!("production")) && x.get("state") != Some(&json!("triggered"))));
+        let prod_done = st.get("stages").and_then(Value::as_array).is_some_and(|s| {
+            s.iter().any(|x| {
+                x.get("name") == Some(&json!("production"))
+                    && x.get("state") != Some(&json!("triggered"))
+            })
+        });
         if state == "finished" && prod_done {
             return Ok(());
         }

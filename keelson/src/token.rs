@@ -20,7 +20,11 @@ pub enum Origin {
 
 /// A new random token.
 pub fn generate() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// Resolves the token for a node with this data directory (`None` = memory).
@@ -33,7 +37,8 @@ pub fn resolve(env: Option<String>, dir: Option<&Path>) -> anyhow::Result<(Strin
     };
     let path = dir.join(TOKEN_FILE);
     if path.exists() {
-        let t = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let t = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let t = t.trim().to_string();
         if !t.is_empty() {
             return Ok((t, Origin::Stored(path)));
@@ -55,7 +60,9 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -80,7 +87,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (t3, o3) = resolve(Some("from-env".into()), Some(dir.path())).unwrap();

@@ -89,7 +89,9 @@ impl TestNode {
         };
         let mut opts = NodeOptions::new(store, SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN.into());
         opts.tick_interval = Duration::from_millis(20);
-        let clock = s.manual_clock.then(|| Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))));
+        let clock = s
+            .manual_clock
+            .then(|| Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))));
         if let Some(c) = &clock {
             opts.clock = c.clone() as Arc<dyn Clock>;
         }
@@ -98,17 +100,35 @@ impl TestNode {
         }
         let node = Node::start(opts).await?;
         let client = Client::new(&node.api_url(), TOKEN);
-        Ok(TestNode { node, client, clock })
+        Ok(TestNode {
+            node,
+            client,
+            clock,
+        })
     }
 
     /// Creates a project from [`SHIPYARD`] (or `shipyard`) with one service.
-    pub async fn project(&self, name: &str, shipyard: Option<&str>, service: &str) -> anyhow::Result<()> {
-        self.client.create_project(name, shipyard.unwrap_or(SHIPYARD)).await?;
+    pub async fn project(
+        &self,
+        name: &str,
+        shipyard: Option<&str>,
+        service: &str,
+    ) -> anyhow::Result<()> {
+        self.client
+            .create_project(name, shipyard.unwrap_or(SHIPYARD))
+            .await?;
         self.client.create_service(name, service).await
     }
 
     /// Triggers `<stage>.<sequence>` for a service with an image; returns the context.
-    pub async fn trigger(&self, project: &str, stage: &str, sequence: &str, service: &str, image: &str) -> anyhow::Result<String> {
+    pub async fn trigger(
+        &self,
+        project: &str,
+        stage: &str,
+        sequence: &str,
+        service: &str,
+        image: &str,
+    ) -> anyhow::Result<String> {
         self.client
             .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{sequence}.triggered"), "source": "e2e",
                 "data": {"project": project, "stage": stage, "service": service,
@@ -118,13 +138,21 @@ impl TestNode {
 
     /// The sequence state of a context (once it exists).
     pub async fn state(&self, project: &str, ctx: &str) -> anyhow::Result<Option<Value>> {
-        Ok(self.client.sequences(project, Some(ctx)).await?.into_iter().next())
+        Ok(self
+            .client
+            .sequences(project, Some(ctx))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Waits until the context's state is `want`.
     pub async fn wait_state(&self, project: &str, ctx: &str, want: &str) -> anyhow::Result<Value> {
         wait_for(Duration::from_secs(20), || async {
-            Ok(self.state(project, ctx).await?.filter(|s| s["state"] == json!(want)))
+            Ok(self
+                .state(project, ctx)
+                .await?
+                .filter(|s| s["state"] == json!(want)))
         })
         .await
         .map_err(|e| anyhow!("context {ctx} never reached state {want}: {e}"))
@@ -140,7 +168,13 @@ impl TestNode {
     }
 
     /// Waits for the open trigger of `task` in `stage` of context `ctx`.
-    pub async fn wait_open(&self, task: &str, project: &str, stage: &str, ctx: &str) -> anyhow::Result<Value> {
+    pub async fn wait_open(
+        &self,
+        task: &str,
+        project: &str,
+        stage: &str,
+        ctx: &str,
+    ) -> anyhow::Result<Value> {
         wait_for(Duration::from_secs(20), || async {
             Ok(self
                 .open(task, project)
@@ -158,14 +192,30 @@ impl TestNode {
     }
 
     /// Sends `.finished` with a result for a trigger, as executor `source`.
-    pub async fn finished(&self, trigger: &Value, source: &str, result: &str) -> anyhow::Result<()> {
-        self.answer(trigger, "finished", source, Some((result, "succeeded"))).await
+    pub async fn finished(
+        &self,
+        trigger: &Value,
+        source: &str,
+        result: &str,
+    ) -> anyhow::Result<()> {
+        self.answer(trigger, "finished", source, Some((result, "succeeded")))
+            .await
     }
 
     /// Sends a task event answering `trigger`.
-    pub async fn answer(&self, trigger: &Value, kind: &str, source: &str, outcome: Option<(&str, &str)>) -> anyhow::Result<()> {
-        let ty = trigger["type"].as_str().ok_or_else(|| anyhow!("trigger without type"))?;
-        let task = ty.trim_start_matches("sh.keptn.event.").trim_end_matches(".triggered");
+    pub async fn answer(
+        &self,
+        trigger: &Value,
+        kind: &str,
+        source: &str,
+        outcome: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
+        let ty = trigger["type"]
+            .as_str()
+            .ok_or_else(|| anyhow!("trigger without type"))?;
+        let task = ty
+            .trim_start_matches("sh.keptn.event.")
+            .trim_end_matches(".triggered");
         let mut data = json!({"project": trigger["data"]["project"], "stage": trigger["data"]["stage"], "service": trigger["data"]["service"]});
         if let Some((r, s)) = outcome {
             data["result"] = json!(r);
@@ -180,7 +230,14 @@ impl TestNode {
     }
 
     /// Runs one task of a context in a stage with one executor: waits for its trigger, answers it.
-    pub async fn run_task(&self, task: &str, project: &str, stage: &str, ctx: &str, result: &str) -> anyhow::Result<Value> {
+    pub async fn run_task(
+        &self,
+        task: &str,
+        project: &str,
+        stage: &str,
+        ctx: &str,
+        result: &str,
+    ) -> anyhow::Result<Value> {
         let t = self.wait_open(task, project, stage, ctx).await?;
         self.started(&t, "executor").await?;
         self.finished(&t, "executor", result).await?;
@@ -194,7 +251,9 @@ impl TestNode {
         loop {
             let v = self
                 .client
-                .get(&format!("/mongodb-datastore/event?keptnContext={ctx}&pageSize=100&nextPageKey={key}"))
+                .get(&format!(
+                    "/mongodb-datastore/event?keptnContext={ctx}&pageSize=100&nextPageKey={key}"
+                ))
                 .await?;
             out.extend(v["events"].as_array().cloned().unwrap_or_default());
             match v.get("nextPageKey").and_then(Value::as_str) {
@@ -233,5 +292,8 @@ where
 
 /// Types of events, for order assertions.
 pub fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_string()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

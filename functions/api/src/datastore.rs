@@ -47,7 +47,9 @@ pub async fn by_type<S: Store, B: EventBus, C: Clock>(
     Path(event_type): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = params.get("filter").ok_or_else(|| ApiError::bad_request("filter: is required"))?;
+    let filter = params
+        .get("filter")
+        .ok_or_else(|| ApiError::bad_request("filter: is required"))?;
     let q = TypeQuery {
         ty: event_type,
         filter: parse_filter(filter)?,
@@ -56,5 +58,7 @@ pub async fn by_type<S: Store, B: EventBus, C: Clock>(
         limit: parse_page_size("limit", params.get("limit"), MAX_PAGE_SIZE)?,
     };
     let events = state.store().query_by_type(&q).await?;
-    Ok(Json(json!({"events": events.iter().map(|e| e.to_rest_json()).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"events": events.iter().map(|e| e.to_rest_json()).collect::<Vec<_>>()}),
+    ))
 }

@@ -65,9 +65,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict | StoreError::AlreadyApplied => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
-            StoreError::Backend { transient: true, .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
+            StoreError::Backend {
+                transient: true, ..
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             StoreError::Backend { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
@@ -86,5 +86,6 @@ impl From<ShipyardError> for ApiError {
 
 /// Parses a JSON body into `T`, naming the problem in a 400.
 pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }

@@ -70,8 +70,14 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
             &format!("{cp}/project/{{project}}"),
             get(projects::get_one::<S, B, C>).delete(projects::delete::<S, B, C>),
         )
-        .route(&format!("{cp}/project/{{project}}/stage"), get(projects::stages::<S, B, C>))
-        .route(&format!("{cp}/project/{{project}}/stage/{{stage}}"), get(projects::stage::<S, B, C>))
+        .route(
+            &format!("{cp}/project/{{project}}/stage"),
+            get(projects::stages::<S, B, C>),
+        )
+        .route(
+            &format!("{cp}/project/{{project}}/stage/{{stage}}"),
+            get(projects::stage::<S, B, C>),
+        )
         .route(
             &format!("{cp}/project/{{project}}/stage/{{stage}}/service"),
             get(projects::services::<S, B, C>),
@@ -80,17 +86,26 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
             &format!("{cp}/project/{{project}}/stage/{{stage}}/service/{{service}}"),
             get(projects::service::<S, B, C>),
         )
-        .route(&format!("{cp}/project/{{project}}/service"), post(projects::create_service::<S, B, C>))
+        .route(
+            &format!("{cp}/project/{{project}}/service"),
+            post(projects::create_service::<S, B, C>),
+        )
         .route(
             &format!("{cp}/project/{{project}}/service/{{service}}"),
             axum::routing::delete(projects::delete_service::<S, B, C>),
         )
-        .route(&format!("{cp}/sequence/{{project}}"), get(sequences::list::<S, B, C>))
+        .route(
+            &format!("{cp}/sequence/{{project}}"),
+            get(sequences::list::<S, B, C>),
+        )
         .route(
             &format!("{cp}/sequence/{{project}}/{{context}}/control"),
             post(sequences::control::<S, B, C>),
         )
-        .route(&format!("{cp}/event/triggered/{{event_type}}"), get(sequences::open_triggered::<S, B, C>))
+        .route(
+            &format!("{cp}/event/triggered/{{event_type}}"),
+            get(sequences::open_triggered::<S, B, C>),
+        )
         .route(
             &format!("{cp}/uniform/registration"),
             get(uniform::list::<S, B, C>).post(uniform::register::<S, B, C>),
@@ -99,19 +114,46 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
             &format!("{cp}/uniform/registration/{{id}}"),
             axum::routing::delete(uniform::delete::<S, B, C>),
         )
-        .route(&format!("{cp}/uniform/registration/{{id}}/ping"), put(uniform::ping::<S, B, C>))
-        .route("/api/mongodb-datastore/event", get(datastore::events::<S, B, C>))
-        .route("/api/mongodb-datastore/event/type/{event_type}", get(datastore::by_type::<S, B, C>))
-        .route(&format!("{rs}/resource"), resources::collection::<S, B, C>())
-        .route(&format!("{rs}/resource/{{*uri}}"), resources::item::<S, B, C>())
-        .route(&format!("{rs}/stage/{{stage}}/resource"), resources::collection::<S, B, C>())
-        .route(&format!("{rs}/stage/{{stage}}/resource/{{*uri}}"), resources::item::<S, B, C>())
-        .route(&format!("{rs}/stage/{{stage}}/service/{{service}}/resource"), resources::collection::<S, B, C>())
+        .route(
+            &format!("{cp}/uniform/registration/{{id}}/ping"),
+            put(uniform::ping::<S, B, C>),
+        )
+        .route(
+            "/api/mongodb-datastore/event",
+            get(datastore::events::<S, B, C>),
+        )
+        .route(
+            "/api/mongodb-datastore/event/type/{event_type}",
+            get(datastore::by_type::<S, B, C>),
+        )
+        .route(
+            &format!("{rs}/resource"),
+            resources::collection::<S, B, C>(),
+        )
+        .route(
+            &format!("{rs}/resource/{{*uri}}"),
+            resources::item::<S, B, C>(),
+        )
+        .route(
+            &format!("{rs}/stage/{{stage}}/resource"),
+            resources::collection::<S, B, C>(),
+        )
+        .route(
+            &format!("{rs}/stage/{{stage}}/resource/{{*uri}}"),
+            resources::item::<S, B, C>(),
+        )
+        .route(
+            &format!("{rs}/stage/{{stage}}/service/{{service}}/resource"),
+            resources::collection::<S, B, C>(),
+        )
         .route(
             &format!("{rs}/stage/{{stage}}/service/{{service}}/resource/{{*uri}}"),
             resources::item::<S, B, C>(),
         )
-        .route_layer(middleware::from_fn_with_state(api.clone(), require_token::<S, B, C>));
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            require_token::<S, B, C>,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/api/health", get(health))
@@ -121,7 +163,11 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
         .with_state(api)
 }
 
-async fn require_token<S, B, C>(State(api): AppState<S, B, C>, req: Request, next: Next) -> Response {
+async fn require_token<S, B, C>(
+    State(api): AppState<S, B, C>,
+    req: Request,
+    next: Next,
+) -> Response {
     let ok = req
         .headers()
         .get(TOKEN_HEADER)
@@ -130,7 +176,11 @@ async fn require_token<S, B, C>(State(api): AppState<S, B, C>, req: Request, nex
     if ok {
         next.run(req).await
     } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated or invalid credentials").into_response()
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated or invalid credentials",
+        )
+        .into_response()
     }
 }
 
@@ -147,7 +197,11 @@ async fn auth() -> Json<serde_json::Value> {
 }
 
 async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn metadata() -> Json<serde_json::Value> {

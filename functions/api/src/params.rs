@@ -34,9 +34,9 @@ impl Params {
     pub fn time(&self, k: &str) -> Result<Option<Timestamp>, ApiError> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => Timestamp::parse(v)
-                .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("{k}: {v:?} is not a time (use RFC 3339)"))),
+            Some(v) => Timestamp::parse(v).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!("{k}: {v:?} is not a time (use RFC 3339)"))
+            }),
         }
     }
     /// A boolean parameter.
@@ -45,7 +45,9 @@ impl Params {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(v) => Err(ApiError::bad_request(format!("{k}: {v:?} is not true or false"))),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "{k}: {v:?} is not true or false"
+            ))),
         }
     }
     /// `pageSize` (1..=max) and the `nextPageKey` offset.

@@ -10,7 +10,9 @@ use axum::Json;
 use base64::Engine;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ids;
-use keelson_core::ports::{Clock, EventBus, ExecutionFilter, ProjectStore, SequenceStore, Store, StoreError, Versioned};
+use keelson_core::ports::{
+    Clock, EventBus, ExecutionFilter, ProjectStore, SequenceStore, Store, StoreError, Versioned,
+};
 use keelson_core::project::{validate_project_name, validate_service_name, Project, Service};
 use keelson_core::resource::{Change, Scope, SHIPYARD_URI};
 use keelson_core::sequence::Execution;
@@ -53,7 +55,8 @@ fn decode_shipyard(b64: &str) -> Result<(String, Shipyard), ApiError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|e| ApiError::bad_request(format!("shipyard: not valid base64: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| ApiError::bad_request("shipyard: not UTF-8 text"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ApiError::bad_request("shipyard: not UTF-8 text"))?;
     let sy = Shipyard::parse(&text).map_err(|e| ApiError::bad_request(format!("shipyard: {e}")))?;
     Ok((text, sy))
 }
@@ -70,13 +73,27 @@ async fn publish_control<S: Store, B: EventBus, C: Clock>(
 ) -> Result<(), ApiError> {
     let now = api.orch.clock().now();
     let ctx = ids::random();
-    let started = KeptnEvent::new(ids::random(), "shipyard-controller", format!("sh.keptn.event.{ty}.started"), &ctx, data.clone(), now);
+    let started = KeptnEvent::new(
+        ids::random(),
+        "shipyard-controller",
+        format!("sh.keptn.event.{ty}.started"),
+        &ctx,
+        data.clone(),
+        now,
+    );
     let mut fin_data = data;
     if let Some(o) = fin_data.as_object_mut() {
         o.insert("status".into(), json!("succeeded"));
         o.insert("result".into(), json!("pass"));
     }
-    let mut finished = KeptnEvent::new(ids::random(), "shipyard-controller", format!("sh.keptn.event.{ty}.finished"), &ctx, fin_data, now);
+    let mut finished = KeptnEvent::new(
+        ids::random(),
+        "shipyard-controller",
+        format!("sh.keptn.event.{ty}.finished"),
+        &ctx,
+        fin_data,
+        now,
+    );
     finished.triggeredid = Some(started.id.clone());
     api.orch.bus().publish(&[started, finished]).await?;
     Ok(())
@@ -88,9 +105,13 @@ pub async fn create<S: Store, B: EventBus, C: Clock>(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: ProjectBody = parse_body(&body)?;
-    let name = body.name.ok_or_else(|| ApiError::bad_request("name: is required"))?;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::bad_request("name: is required"))?;
     validate_project_name(&name)?;
-    let b64 = body.shipyard.ok_or_else(|| ApiError::bad_request("shipyard: is required"))?;
+    let b64 = body
+        .shipyard
+        .ok_or_else(|| ApiError::bad_request("shipyard: is required"))?;
     let (text, sy) = decode_shipyard(&b64)?;
     let now = state.orch.clock().now();
     let git = body.git_credentials;
@@ -107,7 +128,10 @@ pub async fn create<S: Store, B: EventBus, C: Clock>(
     match state.store().create_project(&project, now).await {
         Ok(_) => {}
         Err(StoreError::AlreadyExists(_)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("project {name} already exists")))
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("project {name} already exists"),
+            ))
         }
         Err(e) => return Err(e.into()),
     }
@@ -126,7 +150,9 @@ pub async fn update<S: Store, B: EventBus, C: Clock>(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: ProjectBody = parse_body(&body)?;
-    let name = body.name.ok_or_else(|| ApiError::bad_request("name: is required"))?;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::bad_request("name: is required"))?;
     let current = load(state.store(), &name).await?;
     let mut p = current.value.clone();
     if let Some(b64) = body.shipyard.filter(|s| !s.is_empty()) {
@@ -138,7 +164,15 @@ pub async fn update<S: Store, B: EventBus, C: Clock>(
         }
         state
             .store()
-            .write_resources(&name, &Scope::project(), &[Change { uri: SHIPYARD_URI.into(), content: Some(text.clone().into_bytes()) }], state.orch.clock().now())
+            .write_resources(
+                &name,
+                &Scope::project(),
+                &[Change {
+                    uri: SHIPYARD_URI.into(),
+                    content: Some(text.clone().into_bytes()),
+                }],
+                state.orch.clock().now(),
+            )
             .await?;
         p.shipyard = text;
         p.shipyard_version = sy.api_version;
@@ -171,14 +205,19 @@ struct Activity {
 impl Activity {
     async fn of<S: SequenceStore>(store: &S, project: &str) -> Result<Self, ApiError> {
         let execs = store
-            .list_executions(&ExecutionFilter { project: project.into(), ..Default::default() })
+            .list_executions(&ExecutionFilter {
+                project: project.into(),
+                ..Default::default()
+            })
             .await?;
         Ok(Activity { execs })
     }
 
     fn lane(&self, stage: &str, service: &str) -> impl Iterator<Item = &Execution> {
         let (stage, service) = (stage.to_string(), service.to_string());
-        self.execs.iter().filter(move |e| e.stage == stage && e.service == service)
+        self.execs
+            .iter()
+            .filter(move |e| e.stage == stage && e.service == service)
     }
 
     fn expanded_service(&self, stage: &str, svc: &Service) -> Value {
@@ -263,7 +302,9 @@ pub async fn list<S: Store, B: EventBus, C: Clock>(
         let act = Activity::of(state.store(), &p.name).await?;
         out.push(expanded_project(p, &act));
     }
-    Ok(Json(json!({"projects": out, "nextPageKey": next, "pageSize": size, "totalCount": all.len()})))
+    Ok(Json(
+        json!({"projects": out, "nextPageKey": next, "pageSize": size, "totalCount": all.len()}),
+    ))
 }
 
 /// `GET /project/{p}`.
@@ -280,7 +321,10 @@ fn check_stage(p: &Project, stage: &str) -> Result<(), ApiError> {
     if p.stages.iter().any(|s| s == stage) {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!("stage {stage} not found in project {}", p.name)))
+        Err(ApiError::not_found(format!(
+            "stage {stage} not found in project {}",
+            p.name
+        )))
     }
 }
 
@@ -294,9 +338,15 @@ pub async fn stages<S: Store, B: EventBus, C: Clock>(
     let p = load(state.store(), &name).await?.value;
     let act = Activity::of(state.store(), &name).await?;
     let sy = Shipyard::parse(&p.shipyard).ok();
-    let all: Vec<Value> = p.stages.iter().map(|s| act.expanded_stage(&p, sy.as_ref(), s)).collect();
+    let all: Vec<Value> = p
+        .stages
+        .iter()
+        .map(|s| act.expanded_stage(&p, sy.as_ref(), s))
+        .collect();
     let (page, next) = paginate(&all, size, offset);
-    Ok(Json(json!({"stages": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()})))
+    Ok(Json(
+        json!({"stages": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()}),
+    ))
 }
 
 /// `GET /project/{p}/stage/{s}`.
@@ -321,9 +371,15 @@ pub async fn services<S: Store, B: EventBus, C: Clock>(
     let p = load(state.store(), &name).await?.value;
     check_stage(&p, &stage)?;
     let act = Activity::of(state.store(), &name).await?;
-    let all: Vec<Value> = p.services.iter().map(|s| act.expanded_service(&stage, s)).collect();
+    let all: Vec<Value> = p
+        .services
+        .iter()
+        .map(|s| act.expanded_service(&stage, s))
+        .collect();
     let (page, next) = paginate(&all, size, offset);
-    Ok(Json(json!({"services": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()})))
+    Ok(Json(
+        json!({"services": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()}),
+    ))
 }
 
 /// `GET /project/{p}/stage/{s}/service/{svc}`.
@@ -333,9 +389,9 @@ pub async fn service<S: Store, B: EventBus, C: Clock>(
 ) -> Result<Json<Value>, ApiError> {
     let p = load(state.store(), &name).await?.value;
     check_stage(&p, &stage)?;
-    let svc = p
-        .service(&service)
-        .ok_or_else(|| ApiError::not_found(format!("service {service} not found in project {name}")))?;
+    let svc = p.service(&service).ok_or_else(|| {
+        ApiError::not_found(format!("service {service} not found in project {name}"))
+    })?;
     let act = Activity::of(state.store(), &name).await?;
     Ok(Json(act.expanded_service(&stage, svc)))
 }
@@ -353,22 +409,35 @@ pub async fn create_service<S: Store, B: EventBus, C: Clock>(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body: ServiceBody = parse_body(&body)?;
-    let service = body.service_name.ok_or_else(|| ApiError::bad_request("serviceName: is required"))?;
+    let service = body
+        .service_name
+        .ok_or_else(|| ApiError::bad_request("serviceName: is required"))?;
     validate_service_name(&service)?;
     loop {
         let cur = load(state.store(), &name).await?;
         if cur.value.service(&service).is_some() {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("service {service} already exists in project {name}")));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("service {service} already exists in project {name}"),
+            ));
         }
         let mut p = cur.value.clone();
-        p.services.push(Service { name: service.clone(), creation_date: state.orch.clock().now() });
+        p.services.push(Service {
+            name: service.clone(),
+            creation_date: state.orch.clock().now(),
+        });
         match state.store().update_project(&p, cur.version).await {
             Ok(()) => break,
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    publish_control(&state, "service.create", json!({"project": name, "service": service})).await?;
+    publish_control(
+        &state,
+        "service.create",
+        json!({"project": name, "service": service}),
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
@@ -380,7 +449,9 @@ pub async fn delete_service<S: Store, B: EventBus, C: Clock>(
     loop {
         let cur = load(state.store(), &name).await?;
         if cur.value.service(&service).is_none() {
-            return Err(ApiError::not_found(format!("service {service} not found in project {name}")));
+            return Err(ApiError::not_found(format!(
+                "service {service} not found in project {name}"
+            )));
         }
         let mut p = cur.value.clone();
         p.services.retain(|s| s.name != service);
@@ -390,11 +461,21 @@ pub async fn delete_service<S: Store, B: EventBus, C: Clock>(
             Err(e) => return Err(e.into()),
         }
     }
-    publish_control(&state, "service.delete", json!({"project": name, "service": service})).await?;
-    Ok(Json(json!({"message": format!("service {service} deleted")})))
+    publish_control(
+        &state,
+        "service.delete",
+        json!({"project": name, "service": service}),
+    )
+    .await?;
+    Ok(Json(
+        json!({"message": format!("service {service} deleted")}),
+    ))
 }
 
 /// Used by other modules: the project exists.
-pub async fn exists<S: Store, B: EventBus, C: Clock>(api: &Arc<Api<S, B, C>>, name: &str) -> Result<Project, ApiError> {
+pub async fn exists<S: Store, B: EventBus, C: Clock>(
+    api: &Arc<Api<S, B, C>>,
+    name: &str,
+) -> Result<Project, ApiError> {
     Ok(load(api.store(), name).await?.value)
 }

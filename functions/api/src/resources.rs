@@ -22,12 +22,16 @@ type PathMap = Path<HashMap<String, String>>;
 
 /// GET (list), POST (create), PUT (bulk upsert) on `…/resource`.
 pub fn collection<S: Store, B: EventBus, C: Clock>() -> MethodRouter<Arc<Api<S, B, C>>> {
-    get(list::<S, B, C>).post(create::<S, B, C>).put(upsert::<S, B, C>)
+    get(list::<S, B, C>)
+        .post(create::<S, B, C>)
+        .put(upsert::<S, B, C>)
 }
 
 /// GET, PUT, DELETE on `…/resource/{uri}`.
 pub fn item<S: Store, B: EventBus, C: Clock>() -> MethodRouter<Arc<Api<S, B, C>>> {
-    get(read::<S, B, C>).put(put_one::<S, B, C>).delete(delete_one::<S, B, C>)
+    get(read::<S, B, C>)
+        .put(put_one::<S, B, C>)
+        .delete(delete_one::<S, B, C>)
 }
 
 struct Target {
@@ -35,22 +39,32 @@ struct Target {
     scope: Scope,
 }
 
-async fn target<S: Store, B: EventBus, C: Clock>(api: &Api<S, B, C>, p: &HashMap<String, String>) -> Result<Target, ApiError> {
+async fn target<S: Store, B: EventBus, C: Clock>(
+    api: &Api<S, B, C>,
+    p: &HashMap<String, String>,
+) -> Result<Target, ApiError> {
     let project = p.get("project").cloned().unwrap_or_default();
     let proj = load(api.store(), &project).await?.value;
     let stage = p.get("stage").cloned();
     let service = p.get("service").cloned();
     if let Some(s) = &stage {
         if !proj.stages.contains(s) {
-            return Err(ApiError::not_found(format!("stage {s} not found in project {project}")));
+            return Err(ApiError::not_found(format!(
+                "stage {s} not found in project {project}"
+            )));
         }
     }
     if let Some(s) = &service {
         if proj.service(s).is_none() {
-            return Err(ApiError::not_found(format!("service {s} not found in project {project}")));
+            return Err(ApiError::not_found(format!(
+                "service {s} not found in project {project}"
+            )));
         }
     }
-    Ok(Target { project, scope: Scope { stage, service } })
+    Ok(Target {
+        project,
+        scope: Scope { stage, service },
+    })
 }
 
 fn metadata(scope: &Scope, version: &str) -> Value {
@@ -62,20 +76,31 @@ fn commit_answer(t: &Target, commit: &str) -> Value {
 }
 
 fn version_param(params: &Params) -> Option<String> {
-    params.string("gitCommitID").or_else(|| params.string("commitID"))
+    params
+        .string("gitCommitID")
+        .or_else(|| params.string("commitID"))
 }
 
-async fn list<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap, params: Params) -> Result<Json<Value>, ApiError> {
+async fn list<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let t = target(&state, &p).await?;
     let (size, offset) = params.page("pageSize", 100)?;
     let at = version_param(&params);
-    let all = state.store().list_resources(&t.project, &t.scope, at.as_deref()).await?;
+    let all = state
+        .store()
+        .list_resources(&t.project, &t.scope, at.as_deref())
+        .await?;
     let items: Vec<Value> = all
         .iter()
         .map(|(uri, v)| json!({"resourceURI": uri, "metadata": metadata(&t.scope, v)}))
         .collect();
     let (page, next) = paginate(&items, size, offset);
-    Ok(Json(json!({"resources": page, "nextPageKey": next, "pageSize": size, "totalCount": items.len()})))
+    Ok(Json(
+        json!({"resources": page, "nextPageKey": next, "pageSize": size, "totalCount": items.len()}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -99,13 +124,26 @@ fn decode(content: Option<&str>) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Writes changes; a project-level shipyard.yaml must stay a valid shipyard with the same stages.
-async fn write<S: Store, B: EventBus, C: Clock>(api: &Api<S, B, C>, t: &Target, changes: Vec<Change>) -> Result<String, ApiError> {
+async fn write<S: Store, B: EventBus, C: Clock>(
+    api: &Api<S, B, C>,
+    t: &Target,
+    changes: Vec<Change>,
+) -> Result<String, ApiError> {
     let shipyard = if t.scope == Scope::project() {
         match changes.iter().rev().find(|c| c.uri == SHIPYARD_URI) {
-            Some(Change { content: None, .. }) => return Err(ApiError::bad_request("resourceURI: shipyard.yaml cannot be deleted")),
-            Some(Change { content: Some(bytes), .. }) => {
-                let text = String::from_utf8(bytes.clone()).map_err(|_| ApiError::bad_request("shipyard.yaml: not UTF-8 text"))?;
-                let sy = Shipyard::parse(&text).map_err(|e| ApiError::bad_request(format!("shipyard.yaml: {e}")))?;
+            Some(Change { content: None, .. }) => {
+                return Err(ApiError::bad_request(
+                    "resourceURI: shipyard.yaml cannot be deleted",
+                ))
+            }
+            Some(Change {
+                content: Some(bytes),
+                ..
+            }) => {
+                let text = String::from_utf8(bytes.clone())
+                    .map_err(|_| ApiError::bad_request("shipyard.yaml: not UTF-8 text"))?;
+                let sy = Shipyard::parse(&text)
+                    .map_err(|e| ApiError::bad_request(format!("shipyard.yaml: {e}")))?;
                 Some((text, sy))
             }
             None => None,
@@ -117,9 +155,14 @@ async fn write<S: Store, B: EventBus, C: Clock>(api: &Api<S, B, C>, t: &Target, 
     if let Some((text, sy)) = shipyard {
         let cur = load(api.store(), &t.project).await?;
         if sy.stage_names() != cur.value.stages {
-            return Err(ApiError::bad_request("shipyard.yaml: stages cannot be added, removed or renamed"));
+            return Err(ApiError::bad_request(
+                "shipyard.yaml: stages cannot be added, removed or renamed",
+            ));
         }
-        let commit = api.store().write_resources(&t.project, &t.scope, &changes, now).await?;
+        let commit = api
+            .store()
+            .write_resources(&t.project, &t.scope, &changes, now)
+            .await?;
         let mut p = cur.value;
         p.shipyard = text;
         p.shipyard_version = sy.api_version;
@@ -129,40 +172,72 @@ async fn write<S: Store, B: EventBus, C: Clock>(api: &Api<S, B, C>, t: &Target, 
         }
         return Ok(commit);
     }
-    Ok(api.store().write_resources(&t.project, &t.scope, &changes, now).await?)
+    Ok(api
+        .store()
+        .write_resources(&t.project, &t.scope, &changes, now)
+        .await?)
 }
 
-async fn bulk<S: Store, B: EventBus, C: Clock>(state: &Api<S, B, C>, p: &HashMap<String, String>, body: &[u8]) -> Result<Value, ApiError> {
+async fn bulk<S: Store, B: EventBus, C: Clock>(
+    state: &Api<S, B, C>,
+    p: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let t = target(state, p).await?;
     let body: ResourcesIn = parse_body(body)?;
-    let items = body.resources.ok_or_else(|| ApiError::bad_request("resources: is required"))?;
+    let items = body
+        .resources
+        .ok_or_else(|| ApiError::bad_request("resources: is required"))?;
     if items.is_empty() {
-        return Err(ApiError::bad_request("resources: at least one resource is required"));
+        return Err(ApiError::bad_request(
+            "resources: at least one resource is required",
+        ));
     }
     let mut changes = Vec::with_capacity(items.len());
     for (i, r) in items.iter().enumerate() {
-        let uri = r.resource_uri.as_deref().ok_or_else(|| ApiError::bad_request(format!("resources[{i}].resourceURI: is required")))?;
-        let uri = normalize_uri(uri).map_err(|e| ApiError::bad_request(format!("resources[{i}].{e}")))?;
-        let content = decode(r.resource_content.as_deref()).map_err(|e| ApiError::bad_request(format!("resources[{i}].{}", e.message)))?;
-        changes.push(Change { uri, content: Some(content) });
+        let uri = r.resource_uri.as_deref().ok_or_else(|| {
+            ApiError::bad_request(format!("resources[{i}].resourceURI: is required"))
+        })?;
+        let uri =
+            normalize_uri(uri).map_err(|e| ApiError::bad_request(format!("resources[{i}].{e}")))?;
+        let content = decode(r.resource_content.as_deref())
+            .map_err(|e| ApiError::bad_request(format!("resources[{i}].{}", e.message)))?;
+        changes.push(Change {
+            uri,
+            content: Some(content),
+        });
     }
     let commit = write(state, &t, changes).await?;
     Ok(commit_answer(&t, &commit))
 }
 
-async fn create<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     Ok((StatusCode::CREATED, Json(bulk(&state, &p, &body).await?)))
 }
 
-async fn upsert<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn upsert<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(bulk(&state, &p, &body).await?))
 }
 
 fn uri_of(p: &HashMap<String, String>) -> Result<String, ApiError> {
-    Ok(normalize_uri(p.get("uri").map(String::as_str).unwrap_or_default())?)
+    Ok(normalize_uri(
+        p.get("uri").map(String::as_str).unwrap_or_default(),
+    )?)
 }
 
-async fn read<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap, params: Params) -> Result<Json<Value>, ApiError> {
+async fn read<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let t = target(&state, &p).await?;
     let uri = uri_of(&p)?;
     let at = version_param(&params);
@@ -178,19 +253,39 @@ async fn read<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p)
     })))
 }
 
-async fn put_one<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn put_one<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let t = target(&state, &p).await?;
     let uri = uri_of(&p)?;
     let body: ResourceIn = parse_body(&body)?;
     let content = decode(body.resource_content.as_deref())?;
-    let commit = write(&state, &t, vec![Change { uri, content: Some(content) }]).await?;
+    let commit = write(
+        &state,
+        &t,
+        vec![Change {
+            uri,
+            content: Some(content),
+        }],
+    )
+    .await?;
     Ok(Json(commit_answer(&t, &commit)))
 }
 
-async fn delete_one<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(p): PathMap) -> Result<Json<Value>, ApiError> {
+async fn delete_one<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(p): PathMap,
+) -> Result<Json<Value>, ApiError> {
     let t = target(&state, &p).await?;
     let uri = uri_of(&p)?;
-    if state.store().read_resource(&t.project, &t.scope, &uri, None).await?.is_none() {
+    if state
+        .store()
+        .read_resource(&t.project, &t.scope, &uri, None)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found(format!("resource {uri} not found")));
     }
     let commit = write(&state, &t, vec![Change { uri, content: None }]).await?;

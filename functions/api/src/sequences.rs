@@ -40,17 +40,27 @@ pub async fn list<S: Store, B: EventBus, C: Clock>(
         .collect();
     let size: usize = match params.get("pageSize") {
         None => 0,
-        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("pageSize: {v:?} is not a number")))?,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("pageSize: {v:?} is not a number")))?,
     };
     let offset: usize = match params.get("nextPageKey") {
         None => 0,
-        Some(v) => v.parse().map_err(|_| ApiError::bad_request(format!("nextPageKey: {v:?} is not a page key")))?,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("nextPageKey: {v:?} is not a page key")))?,
     };
     let total = states.len();
     let size_eff = if size == 0 { total.max(1) } else { size };
     let page: Vec<_> = states.into_iter().skip(offset).take(size_eff).collect();
-    let next = if offset + size_eff < total { offset + size_eff } else { 0 };
-    Ok(Json(json!({"states": page, "nextPageKey": next, "pageSize": size, "totalCount": total})))
+    let next = if offset + size_eff < total {
+        offset + size_eff
+    } else {
+        0
+    };
+    Ok(Json(
+        json!({"states": page, "nextPageKey": next, "pageSize": size, "totalCount": total}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -71,12 +81,23 @@ pub async fn control<S: Store, B: EventBus, C: Clock>(
         Some("pause") => ControlAction::Pause,
         Some("resume") => ControlAction::Resume,
         Some("abort") => ControlAction::Abort,
-        Some(o) => return Err(ApiError::bad_request(format!("state: {o:?} is not one of pause, resume, abort"))),
-        None => return Err(ApiError::bad_request("state: is required (pause, resume or abort)")),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "state: {o:?} is not one of pause, resume, abort"
+            )))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "state: is required (pause, resume or abort)",
+            ))
+        }
     };
     exists(&state, &project).await?;
     let stage = body.stage.filter(|s| !s.is_empty());
-    state.orch.control(&project, &context, action, stage.as_deref()).await?;
+    state
+        .orch
+        .control(&project, &context, action, stage.as_deref())
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -102,5 +123,7 @@ pub async fn open_triggered<S: Store, B: EventBus, C: Clock>(
         .await?;
     let rest: Vec<Value> = events.iter().map(|e| e.to_rest_json()).collect();
     let (page, next) = paginate(&rest, size, offset);
-    Ok(Json(json!({"events": page, "nextPageKey": next, "pageSize": size, "totalCount": rest.len()})))
+    Ok(Json(
+        json!({"events": page, "nextPageKey": next, "pageSize": size, "totalCount": rest.len()}),
+    ))
 }

@@ -17,7 +17,12 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -33,20 +38,30 @@ fn validate(body: &Value) -> Result<String, ApiError> {
     };
     for (i, s) in subs.iter().enumerate() {
         if str_at(s, "/event").is_empty() {
-            return Err(ApiError::bad_request(format!("subscriptions[{i}].event: is required")));
+            return Err(ApiError::bad_request(format!(
+                "subscriptions[{i}].event: is required"
+            )));
         }
         let f = s.get("filter");
         let stages = strings(f.and_then(|f| f.get("stages")));
         let services = strings(f.and_then(|f| f.get("services")));
         if !services.is_empty() && stages.is_empty() {
-            return Err(ApiError::bad_request(format!("subscriptions[{i}].filter: a services filter needs a stages filter")));
+            return Err(ApiError::bad_request(format!(
+                "subscriptions[{i}].filter: a services filter needs a stages filter"
+            )));
         }
         if name == "webhook-service" && strings(f.and_then(|f| f.get("projects"))).len() != 1 {
-            return Err(ApiError::bad_request(format!("subscriptions[{i}].filter: webhook-service subscriptions need exactly one project")));
+            return Err(ApiError::bad_request(format!(
+                "subscriptions[{i}].filter: webhook-service subscriptions need exactly one project"
+            )));
         }
     }
     // Keptn's id: a hash of name, namespace and hostname, so a restarted integration keeps it.
-    let key = format!("{name}/{}/{}", str_at(body, "/metadata/kubernetesmetadata/namespace"), str_at(body, "/metadata/hostname"));
+    let key = format!(
+        "{name}/{}/{}",
+        str_at(body, "/metadata/kubernetesmetadata/namespace"),
+        str_at(body, "/metadata/hostname")
+    );
     Ok(ids::derive("uniform", &key).replace('-', ""))
 }
 
@@ -62,7 +77,8 @@ fn view(i: &Integration) -> Value {
         if let Some(Value::Array(subs)) = o.get_mut("subscriptions") {
             for (n, s) in subs.iter_mut().enumerate() {
                 if let Some(so) = s.as_object_mut() {
-                    so.entry("id").or_insert_with(|| json!(ids::derive(&i.id, &format!("sub/{n}"))));
+                    so.entry("id")
+                        .or_insert_with(|| json!(ids::derive(&i.id, &format!("sub/{n}"))));
                 }
             }
         }
@@ -71,19 +87,37 @@ fn view(i: &Integration) -> Value {
 }
 
 /// `POST /uniform/registration`: 201 `{id}` when new, 200 when it existed.
-pub async fn register<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn register<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: Value = parse_body(&body)?;
     if !body.is_object() {
         return Err(ApiError::bad_request("body: must be an object"));
     }
     let id = validate(&body)?;
-    let i = Integration { id: id.clone(), name: str_at(&body, "/name").into(), body, last_seen: state.orch.clock().now() };
+    let i = Integration {
+        id: id.clone(),
+        name: str_at(&body, "/name").into(),
+        body,
+        last_seen: state.orch.clock().now(),
+    };
     let new = state.store().put_integration(&i).await?;
-    Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(json!({"id": id}))))
+    Ok((
+        if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!({"id": id})),
+    ))
 }
 
 /// `GET /uniform/registration?id&name&project&stage&service`.
-pub async fn list<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, params: Params) -> Result<Json<Value>, ApiError> {
+pub async fn list<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let all = state.store().list_integrations().await?;
     let matches_filter = |i: &Integration, key: &str, param: &str| {
         params.get(param).is_none_or(|want| {
@@ -111,7 +145,10 @@ pub async fn list<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, par
 }
 
 /// `DELETE /uniform/registration/{id}`.
-pub async fn delete<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn delete<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if !state.store().delete_integration(&id).await? {
         return Err(ApiError::not_found(format!("integration {id} not found")));
     }
@@ -119,7 +156,10 @@ pub async fn delete<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, P
 }
 
 /// `PUT /uniform/registration/{id}/ping`: heartbeat; answers the integration.
-pub async fn ping<S: Store, B: EventBus, C: Clock>(state: AppState<S, B, C>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn ping<S: Store, B: EventBus, C: Clock>(
+    state: AppState<S, B, C>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let mut i = state
         .store()
         .get_integration(&id)

@@ -22,7 +22,10 @@ pub struct Config {
 }
 
 /// Stores a batch of events; returns how many were new.
-pub async fn store_events<S: EventStore>(store: &S, events: &[KeptnEvent]) -> Result<usize, StoreError> {
+pub async fn store_events<S: EventStore>(
+    store: &S,
+    events: &[KeptnEvent],
+) -> Result<usize, StoreError> {
     store.insert_events(events).await
 }
 

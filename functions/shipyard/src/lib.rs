@@ -16,7 +16,7 @@ use keelson_core::ports::{
     Clock, EventBus, ExecutionFilter, LaneCommit, Store, StoreError, Subscription,
 };
 use keelson_core::resource::{Scope, SHIPYARD_URI};
-use keelson_core::sequence::{self, ControlAction, Config, Input, LaneKey, LaneState};
+use keelson_core::sequence::{self, Config, ControlAction, Input, LaneKey, LaneState};
 use keelson_core::shipyard::Shipyard;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -144,10 +144,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             if !decision.changed {
                 return Ok(Outcome::Ignored);
             }
-            match self
-                .write(&key, version, &lane, &decision, &ev.id)
-                .await
-            {
+            match self.write(&key, version, &lane, &decision, &ev.id).await {
                 Ok(()) => {
                     self.bus.publish(&decision.emit).await?;
                     return Ok(Outcome::Applied {
@@ -212,7 +209,10 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         ev: &KeptnEvent,
         key: &LaneKey,
     ) -> Result<Result<sequence::TriggerSpec, String>, Error> {
-        let EventType::Sequence { stage, sequence, .. } = ev.event_type() else {
+        let EventType::Sequence {
+            stage, sequence, ..
+        } = ev.event_type()
+        else {
             return Ok(Err("not a sequence trigger".into()));
         };
         let Some(project) = self.store.get_project(&key.project).await? else {
@@ -309,9 +309,15 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         stage: Option<&str>,
     ) -> Result<usize, Error> {
         match action {
-            ControlAction::Pause => self.store.set_paused(project, keptn_context, stage, true).await?,
+            ControlAction::Pause => {
+                self.store
+                    .set_paused(project, keptn_context, stage, true)
+                    .await?
+            }
             ControlAction::Resume => {
-                self.store.set_paused(project, keptn_context, stage, false).await?
+                self.store
+                    .set_paused(project, keptn_context, stage, false)
+                    .await?
             }
             ControlAction::Abort => {}
         }
@@ -359,7 +365,12 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             let Some(loaded) = self.store.load_lane(key).await? else {
                 return Ok(0);
             };
-            let d = sequence::handle(&loaded.value, input(&loaded.value), self.clock.now(), &self.cfg);
+            let d = sequence::handle(
+                &loaded.value,
+                input(&loaded.value),
+                self.clock.now(),
+                &self.cfg,
+            );
             let cause_id = ids::derive(cause, &format!("{}@{}", key.id(), loaded.version));
             if !d.changed {
                 if cause == "tick" {

@@ -222,8 +222,9 @@ impl KeptnEvent {
         }
         let time = match take_string(&mut obj, "time", false)? {
             None => Timestamp::from_millis(0),
-            Some(t) => Timestamp::parse(&t)
-                .ok_or_else(|| CoreError::invalid("time", format!("not an RFC 3339 time: {t:?}")))?,
+            Some(t) => Timestamp::parse(&t).ok_or_else(|| {
+                CoreError::invalid("time", format!("not an RFC 3339 time: {t:?}"))
+            })?,
         };
         let ct_keptn = take_string(&mut obj, "contenttype", false)?;
         let ct_ce = take_string(&mut obj, "datacontenttype", false)?;
@@ -242,7 +243,10 @@ impl KeptnEvent {
             take_string(&mut obj, "shkeptnspecversion", false)?.filter(|s| !s.is_empty());
         let data = obj.remove("data").unwrap_or(Value::Null);
         if obj.contains_key("data_base64") {
-            return Err(CoreError::invalid("data_base64", "binary data is not supported"));
+            return Err(CoreError::invalid(
+                "data_base64",
+                "binary data is not supported",
+            ));
         }
         let mut extensions = BTreeMap::new();
         match obj.remove("extensions") {
@@ -279,8 +283,7 @@ impl KeptnEvent {
 fn is_extension_name(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 64
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
@@ -309,12 +312,18 @@ pub fn validate_for_api(ev: &KeptnEvent) -> Result<(), CoreError> {
         return Ok(());
     }
     if !ev.data.is_object() {
-        return Err(CoreError::invalid("data", "is required and must be an object"));
+        return Err(CoreError::invalid(
+            "data",
+            "is required and must be an object",
+        ));
     }
     for key in ["project", "stage", "service", "result", "status", "message"] {
         if let Some(v) = ev.data.get(key) {
             if !v.is_string() && !v.is_null() {
-                return Err(CoreError::invalid(format!("data.{key}"), "must be a string"));
+                return Err(CoreError::invalid(
+                    format!("data.{key}"),
+                    "must be a string",
+                ));
             }
         }
     }
@@ -324,7 +333,10 @@ pub fn validate_for_api(ev: &KeptnEvent) -> Result<(), CoreError> {
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string));
         if !ok {
-            return Err(CoreError::invalid("data.labels", "must map strings to strings"));
+            return Err(CoreError::invalid(
+                "data.labels",
+                "must map strings to strings",
+            ));
         }
     }
     if ev.ty == "sh.keptn.event.monitoring.configure" {
@@ -447,7 +459,10 @@ mod tests {
         // Keptn's quirk: status.changed has six parts, so it classifies as a sequence type.
         assert!(matches!(
             EventType::parse("sh.keptn.event.deployment.status.changed"),
-            EventType::Sequence { kind: Kind::Other(_), .. }
+            EventType::Sequence {
+                kind: Kind::Other(_),
+                ..
+            }
         ));
         assert_eq!(EventType::parse("sh.keptn.event.a..b"), EventType::Other);
         assert_eq!(EventType::parse("com.example.x"), EventType::Other);
@@ -455,8 +470,10 @@ mod tests {
 
     #[test]
     fn rest_shape_contenttype_and_extensions_are_accepted() {
-        let e = ev(json!({"type":"sh.keptn.event.dev.delivery.triggered","contenttype":"application/json",
-            "extensions":{"myext":"x"},"traceparent":"00-1","data":{"project":"p"}}));
+        let e = ev(
+            json!({"type":"sh.keptn.event.dev.delivery.triggered","contenttype":"application/json",
+            "extensions":{"myext":"x"},"traceparent":"00-1","data":{"project":"p"}}),
+        );
         assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
         assert_eq!(e.extensions.get("myext"), Some(&json!("x")));
         assert_eq!(e.extensions.get("traceparent"), Some(&json!("00-1")));
@@ -475,7 +492,10 @@ mod tests {
             (json!({"type":"t","specversion":"0.3"}), "specversion"),
             (json!({"type":"t","Bad-Attr":1}), "Bad-Attr"),
             (json!({"type":"t","extensions":[1]}), "extensions"),
-            (json!({"type":"t","datacontenttype":"text/xml"}), "datacontenttype"),
+            (
+                json!({"type":"t","datacontenttype":"text/xml"}),
+                "datacontenttype",
+            ),
         ];
         for (input, field) in cases {
             match KeptnEvent::from_untrusted_value(input.clone()) {
@@ -499,17 +519,50 @@ mod tests {
             validate_for_api(&ev(v.clone())).unwrap_or_else(|e| panic!("{v}: {e}"));
         }
         let bad = [
-            (json!({"type":"sh.keptn.event.dev.delivery.finished","data":{"project":"p","stage":"dev","service":"s"}}), "type"),
-            (json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"prod","service":"s"}}), "data.stage"),
-            (json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"dev"}}), "data.service"),
-            (json!({"type":"sh.keptn.event.deployment.triggered","data":{"project":"p","stage":"dev","service":"s"}}), "type"),
-            (json!({"type":"sh.keptn.event.deployment.finished","data":{"project":"p","stage":"dev","service":"s","result":"pass","status":"succeeded"}}), "triggeredid"),
-            (json!({"type":"sh.keptn.event.deployment.finished","triggeredid":"t","data":{"project":"p","stage":"dev","service":"s","status":"succeeded"}}), "data.result"),
-            (json!({"type":"sh.keptn.event.deployment.status.changed","triggeredid":"t","data":{"project":"p","stage":"dev","service":"s"}}), "type"),
-            (json!({"type":"sh.keptn.event.dev.delivery.triggered","data":"x"}), "data"),
-            (json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":1}}), "data.project"),
-            (json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"dev","service":"s","labels":{"a":1}}}), "data.labels"),
-            (json!({"type":"sh.keptn.event.monitoring.configure","data":{"project":"p"}}), "data.type"),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.finished","data":{"project":"p","stage":"dev","service":"s"}}),
+                "type",
+            ),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"prod","service":"s"}}),
+                "data.stage",
+            ),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"dev"}}),
+                "data.service",
+            ),
+            (
+                json!({"type":"sh.keptn.event.deployment.triggered","data":{"project":"p","stage":"dev","service":"s"}}),
+                "type",
+            ),
+            (
+                json!({"type":"sh.keptn.event.deployment.finished","data":{"project":"p","stage":"dev","service":"s","result":"pass","status":"succeeded"}}),
+                "triggeredid",
+            ),
+            (
+                json!({"type":"sh.keptn.event.deployment.finished","triggeredid":"t","data":{"project":"p","stage":"dev","service":"s","status":"succeeded"}}),
+                "data.result",
+            ),
+            (
+                json!({"type":"sh.keptn.event.deployment.status.changed","triggeredid":"t","data":{"project":"p","stage":"dev","service":"s"}}),
+                "type",
+            ),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.triggered","data":"x"}),
+                "data",
+            ),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":1}}),
+                "data.project",
+            ),
+            (
+                json!({"type":"sh.keptn.event.dev.delivery.triggered","data":{"project":"p","stage":"dev","service":"s","labels":{"a":1}}}),
+                "data.labels",
+            ),
+            (
+                json!({"type":"sh.keptn.event.monitoring.configure","data":{"project":"p"}}),
+                "data.type",
+            ),
             (json!({"type":"something.else","data":{}}), "type"),
         ];
         for (v, field) in bad {
@@ -522,7 +575,9 @@ mod tests {
 
     #[test]
     fn ingress_normalisation_keeps_client_id_and_resolves_context() {
-        let mut e = ev(json!({"type":"t","id":"client-1","shkeptncontext":"build-7","time":"2020-01-01T00:00:00Z"}));
+        let mut e = ev(
+            json!({"type":"t","id":"client-1","shkeptncontext":"build-7","time":"2020-01-01T00:00:00Z"}),
+        );
         let now = Timestamp::from_millis(1_700_000_000_000);
         normalize_ingress(&mut e, now);
         assert_eq!(e.id, "client-1");

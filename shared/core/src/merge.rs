@@ -51,12 +51,28 @@ mod tests {
     fn merge_rules_table() {
         let cases = [
             // maps merge key by key, recursively
-            (json!({"a":{"x":1,"y":"s"}}), json!({"a":{"y":"t","z":true}}), json!({"a":{"x":1,"y":"t","z":true}})),
+            (
+                json!({"a":{"x":1,"y":"s"}}),
+                json!({"a":{"y":"t","z":true}}),
+                json!({"a":{"x":1,"y":"t","z":true}}),
+            ),
             // later numbers and booleans win (Keptn froze them: quirk 2.11-b, fixed)
-            (json!({"get-action":{"actionIndex":0}}), json!({"get-action":{"actionIndex":1}}), json!({"get-action":{"actionIndex":1}})),
-            (json!({"flag":true}), json!({"flag":false}), json!({"flag":false})),
+            (
+                json!({"get-action":{"actionIndex":0}}),
+                json!({"get-action":{"actionIndex":1}}),
+                json!({"get-action":{"actionIndex":1}}),
+            ),
+            (
+                json!({"flag":true}),
+                json!({"flag":false}),
+                json!({"flag":false}),
+            ),
             // lists: later items first, then earlier items, no de-duplication
-            (json!({"l":[1,2]}), json!({"l":[3,2]}), json!({"l":[3,2,1,2]})),
+            (
+                json!({"l":[1,2]}),
+                json!({"l":[3,2]}),
+                json!({"l":[3,2,1,2]}),
+            ),
             // a value of another type replaces
             (json!({"v":"s"}), json!({"v":{"k":1}}), json!({"v":{"k":1}})),
             (json!({"v":{"k":1}}), json!({"v":[1]}), json!({"v":[1]})),

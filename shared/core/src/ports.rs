@@ -150,11 +150,17 @@ pub struct Integration {
 /// Event storage (the datastore).
 pub trait EventStore: Send + Sync {
     /// Stores events; an id already stored is skipped. Returns how many were new.
-    fn insert_events(&self, events: &[KeptnEvent]) -> impl Future<Output = StoreResult<usize>> + Send;
+    fn insert_events(
+        &self,
+        events: &[KeptnEvent],
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
     /// `GET /event`, newest first.
     fn query_events(&self, q: &EventQuery) -> impl Future<Output = StoreResult<EventPage>> + Send;
     /// `GET /event/type/{type}`, newest first.
-    fn query_by_type(&self, q: &TypeQuery) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
+    fn query_by_type(
+        &self,
+        q: &TypeQuery,
+    ) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
     /// Deletes events older than `before` (retention). Returns how many.
     fn purge_events(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
 }
@@ -162,13 +168,24 @@ pub trait EventStore: Send + Sync {
 /// Projects.
 pub trait ProjectStore: Send + Sync {
     /// Creates a project with its shipyard as the first commit; `AlreadyExists` if taken. Returns the commit id.
-    fn create_project(&self, p: &Project, now: Timestamp) -> impl Future<Output = StoreResult<String>> + Send;
+    fn create_project(
+        &self,
+        p: &Project,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
     /// The project.
-    fn get_project(&self, name: &str) -> impl Future<Output = StoreResult<Option<Versioned<Project>>>> + Send;
+    fn get_project(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<Versioned<Project>>>> + Send;
     /// All projects by name.
     fn list_projects(&self) -> impl Future<Output = StoreResult<Vec<Project>>> + Send;
     /// Replaces a project if its version is `expected_version`.
-    fn update_project(&self, p: &Project, expected_version: u64) -> impl Future<Output = StoreResult<()>> + Send;
+    fn update_project(
+        &self,
+        p: &Project,
+        expected_version: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Deletes a project with its resources, lanes, executions and events. False if absent.
     fn delete_project(&self, name: &str) -> impl Future<Output = StoreResult<bool>> + Send;
 }
@@ -176,35 +193,84 @@ pub trait ProjectStore: Send + Sync {
 /// Versioned resources; every write is a new commit of the project.
 pub trait ResourceStore: Send + Sync {
     /// Applies changes in one commit; returns the commit id. `NotFound` if the project is unknown.
-    fn write_resources(&self, project: &str, scope: &Scope, changes: &[Change], now: Timestamp) -> impl Future<Output = StoreResult<String>> + Send;
+    fn write_resources(
+        &self,
+        project: &str,
+        scope: &Scope,
+        changes: &[Change],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
     /// A resource at a commit (latest when `None`); `NotFound` for an unknown commit.
-    fn read_resource(&self, project: &str, scope: &Scope, uri: &str, at: Option<&str>) -> impl Future<Output = StoreResult<Option<Resource>>> + Send;
+    fn read_resource(
+        &self,
+        project: &str,
+        scope: &Scope,
+        uri: &str,
+        at: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Option<Resource>>> + Send;
     /// URIs present at a commit (latest when `None`), sorted, with the commit that last changed each.
-    fn list_resources(&self, project: &str, scope: &Scope, at: Option<&str>) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+    fn list_resources(
+        &self,
+        project: &str,
+        scope: &Scope,
+        at: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
     /// The newest commit id of a project.
-    fn latest_commit(&self, project: &str) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    fn latest_commit(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 }
 
 /// Sequence orchestration state.
 pub trait SequenceStore: Send + Sync {
     /// A lane's state and version.
-    fn load_lane(&self, key: &LaneKey) -> impl Future<Output = StoreResult<Option<Versioned<LaneState>>>> + Send;
+    fn load_lane(
+        &self,
+        key: &LaneKey,
+    ) -> impl Future<Output = StoreResult<Option<Versioned<LaneState>>>> + Send;
     /// Atomically writes a [`LaneCommit`].
     fn commit_lane(&self, c: LaneCommit<'_>) -> impl Future<Output = StoreResult<()>> + Send;
     /// Records that `consumer` applied `cause_id` with `effects` and no state change; false if it already had.
-    fn record_applied(&self, consumer: &str, cause_id: &str, effects: &[KeptnEvent]) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn record_applied(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+        effects: &[KeptnEvent],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// The effects stored when `consumer` applied `cause_id`, if it did.
-    fn applied_effects(&self, consumer: &str, cause_id: &str) -> impl Future<Output = StoreResult<Option<Vec<KeptnEvent>>>> + Send;
+    fn applied_effects(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Vec<KeptnEvent>>>> + Send;
     /// Lanes whose next wake-up is at or before `now`.
     fn due_lanes(&self, now: Timestamp) -> impl Future<Output = StoreResult<Vec<LaneKey>>> + Send;
     /// Stored executions, oldest trigger first.
-    fn list_executions(&self, f: &ExecutionFilter) -> impl Future<Output = StoreResult<Vec<Execution>>> + Send;
+    fn list_executions(
+        &self,
+        f: &ExecutionFilter,
+    ) -> impl Future<Output = StoreResult<Vec<Execution>>> + Send;
     /// Open, sent task triggers, oldest first.
-    fn open_triggers(&self, f: &OpenTriggerFilter) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
+    fn open_triggers(
+        &self,
+        f: &OpenTriggerFilter,
+    ) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
     /// Marks a context (or one of its stages) paused or not, for sequences triggered later.
-    fn set_paused(&self, project: &str, keptn_context: &str, stage: Option<&str>, paused: bool) -> impl Future<Output = StoreResult<()>> + Send;
+    fn set_paused(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        stage: Option<&str>,
+        paused: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Whether the context or this stage of it is paused.
-    fn is_paused(&self, project: &str, keptn_context: &str, stage: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn is_paused(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        stage: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// Uniform registrations.
@@ -212,7 +278,10 @@ pub trait IntegrationStore: Send + Sync {
     /// Creates or replaces; true if it was new.
     fn put_integration(&self, i: &Integration) -> impl Future<Output = StoreResult<bool>> + Send;
     /// One integration.
-    fn get_integration(&self, id: &str) -> impl Future<Output = StoreResult<Option<Integration>>> + Send;
+    fn get_integration(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Integration>>> + Send;
     /// All integrations by name.
     fn list_integrations(&self) -> impl Future<Output = StoreResult<Vec<Integration>>> + Send;
     /// Deletes; false if absent.
@@ -225,7 +294,13 @@ pub trait Store:
 {
 }
 impl<T> Store for T where
-    T: EventStore + ProjectStore + ResourceStore + SequenceStore + IntegrationStore + Clone + 'static
+    T: EventStore
+        + ProjectStore
+        + ResourceStore
+        + SequenceStore
+        + IntegrationStore
+        + Clone
+        + 'static
 {
 }
 
@@ -247,11 +322,21 @@ pub struct Delivery {
 /// The receiving side of a durable local bus (one queue per consumer, like SQS).
 pub trait Queue: Send + Sync + Clone + 'static {
     /// Up to `max` undelivered events of `consumer`, oldest first.
-    fn receive(&self, consumer: &str, max: usize) -> impl Future<Output = StoreResult<Vec<Delivery>>> + Send;
+    fn receive(
+        &self,
+        consumer: &str,
+        max: usize,
+    ) -> impl Future<Output = StoreResult<Vec<Delivery>>> + Send;
     /// Removes delivered events.
-    fn ack(&self, consumer: &str, receipts: &[u64]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn ack(&self, consumer: &str, receipts: &[u64])
+        -> impl Future<Output = StoreResult<()>> + Send;
     /// Moves a poison event to the consumer's dead letters.
-    fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn dead_letter(
+        &self,
+        consumer: &str,
+        receipt: u64,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// A consumer's subscription: NATS-style subject patterns (`*` = one part, `>` = the rest).
@@ -342,12 +427,32 @@ mod tests {
     #[test]
     fn nats_subject_patterns_table() {
         let cases = [
-            ("sh.keptn.event.>", "sh.keptn.event.deployment.triggered", true),
+            (
+                "sh.keptn.event.>",
+                "sh.keptn.event.deployment.triggered",
+                true,
+            ),
             ("sh.keptn.event.>", "sh.keptn.event", false),
-            ("sh.keptn.event.*.*.triggered", "sh.keptn.event.dev.delivery.triggered", true),
-            ("sh.keptn.event.*.*.triggered", "sh.keptn.event.deployment.triggered", false),
-            ("sh.keptn.event.*.finished", "sh.keptn.event.test.finished", true),
-            ("sh.keptn.event.*.finished", "sh.keptn.event.dev.delivery.finished", false),
+            (
+                "sh.keptn.event.*.*.triggered",
+                "sh.keptn.event.dev.delivery.triggered",
+                true,
+            ),
+            (
+                "sh.keptn.event.*.*.triggered",
+                "sh.keptn.event.deployment.triggered",
+                false,
+            ),
+            (
+                "sh.keptn.event.*.finished",
+                "sh.keptn.event.test.finished",
+                true,
+            ),
+            (
+                "sh.keptn.event.*.finished",
+                "sh.keptn.event.dev.delivery.finished",
+                false,
+            ),
             ("a.b", "a.b", true),
             ("a.b", "a.b.c", false),
         ];

@@ -12,16 +12,31 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
         "[a-z.]{0,12}".prop_map(serde_json::Value::from),
-        prop_oneof![Just("sh.keptn.event.dev.delivery.triggered"), Just("sh.keptn.event.test.finished"), Just("1.0"), Just("2023-01-01T00:00:00Z")]
-            .prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("sh.keptn.event.dev.delivery.triggered"),
+            Just("sh.keptn.event.test.finished"),
+            Just("1.0"),
+            Just("2023-01-01T00:00:00Z")
+        ]
+        .prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
             prop::collection::btree_map(
-                prop_oneof![Just("type".to_string()), Just("data".to_string()), Just("project".to_string()), Just("stage".to_string()),
-                    Just("service".to_string()), Just("triggeredid".to_string()), Just("time".to_string()), Just("extensions".to_string()),
-                    Just("result".to_string()), Just("status".to_string()), "[a-zA-Z_-]{1,8}"],
+                prop_oneof![
+                    Just("type".to_string()),
+                    Just("data".to_string()),
+                    Just("project".to_string()),
+                    Just("stage".to_string()),
+                    Just("service".to_string()),
+                    Just("triggeredid".to_string()),
+                    Just("time".to_string()),
+                    Just("extensions".to_string()),
+                    Just("result".to_string()),
+                    Just("status".to_string()),
+                    "[a-zA-Z_-]{1,8}"
+                ],
                 inner,
                 0..8
             )

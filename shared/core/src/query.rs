@@ -44,7 +44,9 @@ pub struct EventQuery {
 impl EventQuery {
     /// Whether `ev` passes every filter but `root` (the stores apply `root` themselves).
     pub fn matches(&self, ev: &KeptnEvent) -> bool {
-        let eq = |want: &Option<String>, got: Option<&str>| want.as_deref().is_none_or(|w| got == Some(w));
+        let eq = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| got == Some(w))
+        };
         eq(&self.keptn_context, Some(ev.shkeptncontext.as_str()))
             && eq(&self.ty, Some(ev.ty.as_str()))
             && eq(&self.project, ev.project())
@@ -130,11 +132,17 @@ pub fn parse_filter(s: &str) -> Result<Vec<FilterTerm>, CoreError> {
         })?;
         let k = k.trim();
         if k.is_empty() || !valid_path(k) {
-            return Err(CoreError::invalid("filter", format!("{k:?} is not a valid key")));
+            return Err(CoreError::invalid(
+                "filter",
+                format!("{k:?} is not a valid key"),
+            ));
         }
         let values: Vec<String> = v.split(',').map(|x| x.trim().to_string()).collect();
         if values.iter().any(String::is_empty) {
-            return Err(CoreError::invalid("filter", format!("{part:?} has an empty value")));
+            return Err(CoreError::invalid(
+                "filter",
+                format!("{part:?} has an empty value"),
+            ));
         }
         out.push(FilterTerm {
             key: k.to_string(),
@@ -193,9 +201,10 @@ impl TypeQuery {
     pub fn matches(&self, ev: &KeptnEvent) -> bool {
         ev.ty == self.ty
             && self.from_time.is_none_or(|t| ev.time > t)
-            && self.filter.iter().all(|t| {
-                field_text(ev, &t.key).is_some_and(|v| t.values.iter().any(|w| *w == v))
-            })
+            && self
+                .filter
+                .iter()
+                .all(|t| field_text(ev, &t.key).is_some_and(|v| t.values.iter().any(|w| *w == v)))
     }
 }
 
@@ -227,7 +236,14 @@ mod tests {
         let f = parse_filter("data.project:p AND data.result:pass,warning").unwrap();
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].values, vec!["pass", "warning"]);
-        for bad in ["", "data.stage:s", "data.project", "data.project:", "data..x:1 AND data.project:p", "x y:1 AND data.project:p"] {
+        for bad in [
+            "",
+            "data.stage:s",
+            "data.project",
+            "data.project:",
+            "data..x:1 AND data.project:p",
+            "x y:1 AND data.project:p",
+        ] {
             assert!(parse_filter(bad).is_err(), "{bad:?}");
         }
         assert!(parse_filter("shkeptncontext:c").is_ok());
@@ -256,11 +272,32 @@ mod tests {
         let e = ev();
         let base = EventQuery::default();
         assert!(base.matches(&e));
-        assert!(EventQuery { project: Some("p".into()), keptn_context: Some("ctx".into()), ..base.clone() }.matches(&e));
-        assert!(!EventQuery { stage: Some("x".into()), ..base.clone() }.matches(&e));
-        assert!(!EventQuery { before_time: Some(Timestamp::from_millis(1000)), ..base.clone() }.matches(&e));
-        assert!(EventQuery { before_time: Some(Timestamp::from_millis(1001)), ..base.clone() }.matches(&e));
-        assert!(!EventQuery { source: Some("x".into()), ..base }.matches(&e));
+        assert!(EventQuery {
+            project: Some("p".into()),
+            keptn_context: Some("ctx".into()),
+            ..base.clone()
+        }
+        .matches(&e));
+        assert!(!EventQuery {
+            stage: Some("x".into()),
+            ..base.clone()
+        }
+        .matches(&e));
+        assert!(!EventQuery {
+            before_time: Some(Timestamp::from_millis(1000)),
+            ..base.clone()
+        }
+        .matches(&e));
+        assert!(EventQuery {
+            before_time: Some(Timestamp::from_millis(1001)),
+            ..base.clone()
+        }
+        .matches(&e));
+        assert!(!EventQuery {
+            source: Some("x".into()),
+            ..base
+        }
+        .matches(&e));
     }
 
     #[test]

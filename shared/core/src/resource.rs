@@ -95,9 +95,18 @@ mod tests {
     fn uri_rules_table() {
         assert_eq!(normalize_uri("/slo.yaml").unwrap(), "slo.yaml");
         assert_eq!(normalize_uri("helm/carts.tgz").unwrap(), "helm/carts.tgz");
-        for bad in ["", "/", "../x", "a/../b", "~/x", "a~b", "a//b", "a\\b", "a\u{0}b"] {
+        for bad in [
+            "", "/", "../x", "a/../b", "~/x", "a~b", "a//b", "a\\b", "a\u{0}b",
+        ] {
             assert!(normalize_uri(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Scope { stage: Some("dev".into()), service: Some("carts".into()) }.key(), "dev/carts");
+        assert_eq!(
+            Scope {
+                stage: Some("dev".into()),
+                service: Some("carts".into())
+            }
+            .key(),
+            "dev/carts"
+        );
     }
 }

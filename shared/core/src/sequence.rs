@@ -94,7 +94,10 @@ impl ExecState {
     }
     /// Ended.
     pub fn is_terminal(self) -> bool {
-        matches!(self, ExecState::Finished | ExecState::Aborted | ExecState::TimedOut)
+        matches!(
+            self,
+            ExecState::Finished | ExecState::Aborted | ExecState::TimedOut
+        )
     }
 }
 
@@ -505,7 +508,9 @@ fn proceed(exec: &mut Execution, st: &mut Step<'_>) -> bool {
         name: task.name.clone(),
         index: next,
         event: ev,
-        due_at: st.now.add(time::Duration::milliseconds(task.triggered_after_ms())),
+        due_at: st
+            .now
+            .add(time::Duration::milliseconds(task.triggered_after_ms())),
         emitted_at: None,
         started: vec![],
         finished: vec![],
@@ -597,7 +602,12 @@ fn complete(exec: &mut Execution, st: &mut Step<'_>, end: End) {
             "sequence aborted".into(),
             ExecState::Aborted,
         ),
-        End::TimedOut(m) => ("fail".into(), "errored".into(), m.clone(), ExecState::TimedOut),
+        End::TimedOut(m) => (
+            "fail".into(),
+            "errored".into(),
+            m.clone(),
+            ExecState::TimedOut,
+        ),
     };
     let mut data = common_data(
         &exec.input,
@@ -703,7 +713,12 @@ fn on_task_event(lane: &mut LaneState, st: &mut Step<'_>, ev: &KeptnEvent) {
     };
     let exec = &mut lane.executions[idx];
     let cur = exec.current.as_mut().unwrap_or_else(|| unreachable!());
-    if cur.started.iter().chain(cur.finished.iter()).any(|r| r.id == ev.id) {
+    if cur
+        .started
+        .iter()
+        .chain(cur.finished.iter())
+        .any(|r| r.id == ev.id)
+    {
         return; // Redelivered event (quirk 2.11-d, fixed): applied once only.
     }
     let rec = TaskEventRecord {
@@ -824,7 +839,11 @@ pub fn aggregate(cur: &CurrentTask) -> TaskResult {
 fn on_control(lane: &mut LaneState, st: &mut Step<'_>, ctx: &str, action: ControlAction) {
     match action {
         ControlAction::Pause => {
-            for e in lane.executions.iter_mut().filter(|e| e.keptn_context == ctx) {
+            for e in lane
+                .executions
+                .iter_mut()
+                .filter(|e| e.keptn_context == ctx)
+            {
                 if !e.paused {
                     e.paused = true;
                     st.changed = true;
@@ -832,7 +851,11 @@ fn on_control(lane: &mut LaneState, st: &mut Step<'_>, ctx: &str, action: Contro
             }
         }
         ControlAction::Resume => {
-            for e in lane.executions.iter_mut().filter(|e| e.keptn_context == ctx) {
+            for e in lane
+                .executions
+                .iter_mut()
+                .filter(|e| e.keptn_context == ctx)
+            {
                 if e.paused {
                     e.paused = false;
                     st.changed = true;
@@ -906,7 +929,9 @@ pub fn next_wakeup(lane: &LaneState, cfg: &Config) -> Option<Timestamp> {
                 return Some(cur.due_at);
             };
             if cur.started.is_empty() && cur.finished.is_empty() {
-                return Some(Timestamp::from_millis(sent.millis() + cfg.task_started_timeout_ms));
+                return Some(Timestamp::from_millis(
+                    sent.millis() + cfg.task_started_timeout_ms,
+                ));
             }
             let limit = cfg.task_finished_timeout_ms?;
             (cur.name != "approval" && !cur.is_done())

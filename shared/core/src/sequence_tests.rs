@@ -52,7 +52,13 @@ fn trigger(id: &str, ctx: &str, stage: &str, seq: &str) -> KeptnEvent {
     )
 }
 
-fn task_ev(id: &str, task_trigger: &KeptnEvent, kind: &str, result: &str, status: &str) -> KeptnEvent {
+fn task_ev(
+    id: &str,
+    task_trigger: &KeptnEvent,
+    kind: &str,
+    result: &str,
+    status: &str,
+) -> KeptnEvent {
     let task = match task_trigger.event_type() {
         EventType::Task { task, .. } => task,
         _ => panic!("not a task trigger"),
@@ -85,7 +91,12 @@ struct Lane {
 
 impl Lane {
     fn new() -> Self {
-        Lane { state: LaneState::default(), emitted: vec![], ended: vec![], cfg: Config::default() }
+        Lane {
+            state: LaneState::default(),
+            emitted: vec![],
+            ended: vec![],
+            cfg: Config::default(),
+        }
     }
     fn apply(&mut self, input: Input<'_>, now: Timestamp) -> Vec<KeptnEvent> {
         let d = handle(&self.state, input, now, &self.cfg);
@@ -96,11 +107,20 @@ impl Lane {
     }
     fn trigger(&mut self, ev: &KeptnEvent) -> Vec<KeptnEvent> {
         let (stage, seq) = match ev.event_type() {
-            EventType::Sequence { stage, sequence, .. } => (stage, sequence),
+            EventType::Sequence {
+                stage, sequence, ..
+            } => (stage, sequence),
             _ => panic!(),
         };
         let spec = trigger_spec(&sy(), &stage, &seq, Some("c1".into()));
-        self.apply(Input::Trigger { event: ev, spec, paused: false }, t(0))
+        self.apply(
+            Input::Trigger {
+                event: ev,
+                spec,
+                paused: false,
+            },
+            t(0),
+        )
     }
     fn task(&mut self, ev: &KeptnEvent) -> Vec<KeptnEvent> {
         self.apply(Input::TaskEvent(ev), t(2))
@@ -115,7 +135,13 @@ impl Lane {
     fn run_task(&mut self, n: &str, result: &str) -> Vec<KeptnEvent> {
         let trig = self.last();
         self.task(&task_ev(&format!("{n}-s"), &trig, "started", "", ""));
-        self.task(&task_ev(&format!("{n}-f"), &trig, "finished", result, "succeeded"))
+        self.task(&task_ev(
+            &format!("{n}-f"),
+            &trig,
+            "finished",
+            result,
+            "succeeded",
+        ))
     }
 }
 
@@ -129,8 +155,14 @@ fn a_sequence_runs_its_tasks_in_order_and_finishes_with_follow_ups() {
     assert_eq!(dep.source, SOURCE);
     assert_eq!(dep.triggeredid, None);
     assert_eq!(dep.gitcommitid.as_deref(), Some("c1"));
-    assert_eq!(dep.data["deployment"]["deploymentstrategy"], json!("direct"));
-    assert_eq!(dep.data["configurationChange"]["values"]["image"], json!("img:1"));
+    assert_eq!(
+        dep.data["deployment"]["deploymentstrategy"],
+        json!("direct")
+    );
+    assert_eq!(
+        dep.data["configurationChange"]["values"]["image"],
+        json!("img:1")
+    );
     l.run_task("d", "pass");
     let test_trig = l.last();
     assert_eq!(test_trig.ty, "sh.keptn.event.test.triggered");
@@ -142,7 +174,13 @@ fn a_sequence_runs_its_tasks_in_order_and_finishes_with_follow_ups() {
     let out = l.run_task("r", "pass");
     let types: Vec<&str> = out.iter().map(|e| e.ty.as_str()).collect();
     // Order on the wire: stage .finished first, then the follow-up trigger(s).
-    assert_eq!(types, vec!["sh.keptn.event.dev.delivery.finished", "sh.keptn.event.prod.delivery.triggered"]);
+    assert_eq!(
+        types,
+        vec![
+            "sh.keptn.event.dev.delivery.finished",
+            "sh.keptn.event.prod.delivery.triggered"
+        ]
+    );
     let fin = &out[0];
     assert_eq!(fin.triggeredid.as_deref(), Some("tr1"));
     assert_eq!(fin.data["result"], json!("pass")); // quirk 2.11-a kept: last task's result
@@ -150,7 +188,10 @@ fn a_sequence_runs_its_tasks_in_order_and_finishes_with_follow_ups() {
     assert_eq!(fin.data["labels"]["build"], json!("1"));
     let fu = &out[1];
     assert_eq!(fu.data["stage"], json!("prod"));
-    assert_eq!(fu.data["configurationChange"]["values"]["image"], json!("img:1"));
+    assert_eq!(
+        fu.data["configurationChange"]["values"]["image"],
+        json!("img:1")
+    );
     assert_eq!(fu.shkeptncontext, "ctx");
     assert!(l.state.executions.is_empty());
     assert_eq!(l.ended.len(), 1);
@@ -163,9 +204,17 @@ fn a_failing_task_stops_the_sequence_and_fires_the_fail_selector() {
     l.trigger(&trigger("tr1", "ctx", "dev", "delivery"));
     let out = l.run_task("d", "fail");
     let types: Vec<&str> = out.iter().map(|e| e.ty.as_str()).collect();
-    assert_eq!(types, vec!["sh.keptn.event.dev.delivery.finished", "sh.keptn.event.prod.rollback.triggered"]);
+    assert_eq!(
+        types,
+        vec![
+            "sh.keptn.event.dev.delivery.finished",
+            "sh.keptn.event.prod.rollback.triggered"
+        ]
+    );
     assert_eq!(out[0].data["result"], json!("fail"));
-    assert!(!l.types().contains(&"sh.keptn.event.test.triggered".to_string()));
+    assert!(!l
+        .types()
+        .contains(&"sh.keptn.event.test.triggered".to_string()));
 }
 
 #[test]
@@ -184,7 +233,9 @@ fn finished_before_started_waits_for_the_started() {
     let mut l = Lane::new();
     l.trigger(&trigger("tr1", "ctx", "dev", "delivery"));
     let trig = l.last();
-    assert!(l.task(&task_ev("f", &trig, "finished", "pass", "succeeded")).is_empty());
+    assert!(l
+        .task(&task_ev("f", &trig, "finished", "pass", "succeeded"))
+        .is_empty());
     let out = l.task(&task_ev("s", &trig, "started", "", ""));
     assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
 }
@@ -196,7 +247,9 @@ fn two_executors_must_both_finish() {
     let trig = l.last();
     l.task(&task_ev("s1", &trig, "started", "", ""));
     l.task(&task_ev("s2", &trig, "started", "", ""));
-    assert!(l.task(&task_ev("f1", &trig, "finished", "pass", "succeeded")).is_empty());
+    assert!(l
+        .task(&task_ev("f1", &trig, "finished", "pass", "succeeded"))
+        .is_empty());
     let out = l.task(&task_ev("f2", &trig, "finished", "warning", "succeeded"));
     assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
     assert_eq!(out[0].data["result"], json!("warning"));
@@ -251,13 +304,33 @@ fn result_and_status_aggregation_table() {
     };
     let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
         (vec![("pass", "succeeded")], "pass", "succeeded"),
-        (vec![("pass", "succeeded"), ("warning", "succeeded")], "warning", "succeeded"),
-        (vec![("warning", "succeeded"), ("fail", "succeeded")], "fail", "succeeded"),
+        (
+            vec![("pass", "succeeded"), ("warning", "succeeded")],
+            "warning",
+            "succeeded",
+        ),
+        (
+            vec![("warning", "succeeded"), ("fail", "succeeded")],
+            "fail",
+            "succeeded",
+        ),
         (vec![("", "succeeded")], "fail", "succeeded"),
         (vec![("bogus", "succeeded")], "fail", "succeeded"),
-        (vec![("pass", "errored"), ("pass", "aborted")], "pass", "errored"),
-        (vec![("pass", "aborted"), ("pass", "succeeded")], "pass", "aborted"),
-        (vec![("pass", "succeeded"), ("pass", "unknown")], "fail", "unknown"),
+        (
+            vec![("pass", "errored"), ("pass", "aborted")],
+            "pass",
+            "errored",
+        ),
+        (
+            vec![("pass", "aborted"), ("pass", "succeeded")],
+            "pass",
+            "aborted",
+        ),
+        (
+            vec![("pass", "succeeded"), ("pass", "unknown")],
+            "fail",
+            "unknown",
+        ),
     ];
     for (events, result, status) in cases {
         let cur = CurrentTask {
@@ -270,7 +343,11 @@ fn result_and_status_aggregation_table() {
             finished: events.iter().map(|(r, s)| rec(r, s)).collect(),
         };
         let agg = aggregate(&cur);
-        assert_eq!((agg.result.as_str(), agg.status.as_str()), (result, status), "{events:?}");
+        assert_eq!(
+            (agg.result.as_str(), agg.status.as_str()),
+            (result, status),
+            "{events:?}"
+        );
     }
 }
 
@@ -288,14 +365,21 @@ fn aborted_status_with_pass_continues_the_sequence() {
 fn a_second_sequence_for_the_lane_waits_and_starts_in_fifo_order() {
     let mut l = Lane::new();
     l.trigger(&trigger("a", "ctx-a", "dev", "delivery"));
-    assert!(l.trigger(&trigger("b", "ctx-b", "dev", "delivery")).is_empty());
-    assert!(l.trigger(&trigger("c", "ctx-c", "dev", "delivery")).is_empty());
+    assert!(l
+        .trigger(&trigger("b", "ctx-b", "dev", "delivery"))
+        .is_empty());
+    assert!(l
+        .trigger(&trigger("c", "ctx-c", "dev", "delivery"))
+        .is_empty());
     assert!(l.state.executions[1].waiting && l.state.executions[2].waiting);
     l.run_task("a1", "pass");
     l.run_task("a2", "pass");
     let out = l.run_task("a3", "pass");
     assert_eq!(out[0].ty, "sh.keptn.event.dev.delivery.finished");
-    let next = out.iter().find(|e| e.ty == "sh.keptn.event.deployment.triggered").unwrap();
+    let next = out
+        .iter()
+        .find(|e| e.ty == "sh.keptn.event.deployment.triggered")
+        .unwrap();
     assert_eq!(next.shkeptncontext, "ctx-b");
     assert_eq!(l.state.executions[0].keptn_context, "ctx-b");
     assert_eq!(l.state.executions[0].state, ExecState::Started);
@@ -308,7 +392,9 @@ fn a_waiting_approval_holds_the_lane() {
     l.trigger(&trigger("a", "ctx-a", "prod", "delivery"));
     assert_eq!(l.last().ty, "sh.keptn.event.approval.triggered");
     assert_eq!(l.state.executions[0].state, ExecState::WaitingForApproval);
-    assert!(l.trigger(&trigger("b", "ctx-b", "prod", "delivery")).is_empty());
+    assert!(l
+        .trigger(&trigger("b", "ctx-b", "prod", "delivery"))
+        .is_empty());
 }
 
 #[test]
@@ -338,7 +424,13 @@ fn builtin_evaluation_sequence_runs_one_task() {
     fin.data["evaluation"] = json!({"result":"pass","score":95.5});
     let out = l.task(&fin);
     assert_eq!(out[0].ty, "sh.keptn.event.dev.evaluation.finished");
-    assert_eq!(l.ended[0].latest_evaluation, Some(EvaluationRef { result: "pass".into(), score: 95.5 }));
+    assert_eq!(
+        l.ended[0].latest_evaluation,
+        Some(EvaluationRef {
+            result: "pass".into(),
+            score: 95.5
+        })
+    );
 }
 
 #[test]
@@ -382,7 +474,10 @@ fn a_started_task_times_out_only_with_a_finished_timeout_configured() {
     l.cfg.task_finished_timeout_ms = Some(60_000);
     let out = l.apply(Input::Tick, t(100_000_001));
     assert_eq!(out[0].ty, "sh.keptn.event.dev.delivery.finished");
-    assert!(out[0].data["message"].as_str().unwrap().contains("to finish"));
+    assert!(out[0].data["message"]
+        .as_str()
+        .unwrap()
+        .contains("to finish"));
 }
 
 #[test]
@@ -399,11 +494,23 @@ fn approvals_are_exempt_from_the_finished_timeout() {
 fn pause_holds_the_next_task_and_resume_releases_it() {
     let mut l = Lane::new();
     l.trigger(&trigger("a", "ctx", "dev", "delivery"));
-    l.apply(Input::Control { keptn_context: "ctx", action: ControlAction::Pause }, t(1));
+    l.apply(
+        Input::Control {
+            keptn_context: "ctx",
+            action: ControlAction::Pause,
+        },
+        t(1),
+    );
     let out = l.run_task("d", "pass");
     assert!(out.is_empty(), "the next task waits while paused: {out:?}");
     assert!(open_triggers(&l.state).is_empty());
-    let out = l.apply(Input::Control { keptn_context: "ctx", action: ControlAction::Resume }, t(5));
+    let out = l.apply(
+        Input::Control {
+            keptn_context: "ctx",
+            action: ControlAction::Resume,
+        },
+        t(5),
+    );
     assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
 }
 
@@ -411,7 +518,15 @@ fn pause_holds_the_next_task_and_resume_releases_it() {
 fn pause_of_another_context_changes_nothing() {
     let mut l = Lane::new();
     l.trigger(&trigger("a", "ctx", "dev", "delivery"));
-    let d = handle(&l.state, Input::Control { keptn_context: "zzz", action: ControlAction::Pause }, t(1), &l.cfg);
+    let d = handle(
+        &l.state,
+        Input::Control {
+            keptn_context: "zzz",
+            action: ControlAction::Pause,
+        },
+        t(1),
+        &l.cfg,
+    );
     assert!(!d.changed);
 }
 
@@ -420,7 +535,13 @@ fn abort_finishes_with_aborted_and_starts_the_next_queued() {
     let mut l = Lane::new();
     l.trigger(&trigger("a", "ctx-a", "dev", "delivery"));
     l.trigger(&trigger("b", "ctx-b", "dev", "delivery"));
-    let out = l.apply(Input::Control { keptn_context: "ctx-a", action: ControlAction::Abort }, t(1));
+    let out = l.apply(
+        Input::Control {
+            keptn_context: "ctx-a",
+            action: ControlAction::Abort,
+        },
+        t(1),
+    );
     assert_eq!(out[0].ty, "sh.keptn.event.dev.delivery.finished");
     assert_eq!(out[0].data["status"], json!("aborted"));
     assert_eq!(out[0].data["result"], json!("pass"));
@@ -434,12 +555,22 @@ fn a_paused_queued_sequence_does_not_block_the_queue() {
     let mut l = Lane::new();
     l.trigger(&trigger("a", "ctx-a", "dev", "delivery"));
     let spec = trigger_spec(&sy(), "dev", "delivery", None);
-    l.apply(Input::Trigger { event: &trigger("b", "ctx-b", "dev", "delivery"), spec: spec.clone(), paused: true }, t(0));
+    l.apply(
+        Input::Trigger {
+            event: &trigger("b", "ctx-b", "dev", "delivery"),
+            spec: spec.clone(),
+            paused: true,
+        },
+        t(0),
+    );
     l.trigger(&trigger("c", "ctx-c", "dev", "delivery"));
     l.run_task("1", "pass");
     l.run_task("2", "pass");
     let out = l.run_task("3", "pass");
-    let started = out.iter().find(|e| e.ty == "sh.keptn.event.deployment.triggered").unwrap();
+    let started = out
+        .iter()
+        .find(|e| e.ty == "sh.keptn.event.deployment.triggered")
+        .unwrap();
     assert_eq!(started.shkeptncontext, "ctx-c");
 }
 
@@ -464,7 +595,10 @@ fn later_numbers_win_in_the_payload_merge() {
     l.task(&f);
     let next = l.last();
     assert_eq!(next.data["get-action"]["actionIndex"], json!(1));
-    assert_eq!(next.data["configurationChange"]["values"]["replicas"], json!(3));
+    assert_eq!(
+        next.data["configurationChange"]["values"]["replicas"],
+        json!(3)
+    );
 }
 
 #[test]
@@ -496,23 +630,56 @@ fn the_sequence_view_reports_keptn_states() {
     l.trigger(&trigger("a", "ctx-a", "dev", "delivery"));
     l.trigger(&trigger("b", "ctx-b", "dev", "delivery"));
     let state_of = |execs: &[Execution], ctx: &str| {
-        sequence_states(execs).into_iter().find(|s| s.shkeptncontext == ctx).map(|s| (s.state, s.stages[0].state.clone()))
+        sequence_states(execs)
+            .into_iter()
+            .find(|s| s.shkeptncontext == ctx)
+            .map(|s| (s.state, s.stages[0].state.clone()))
     };
-    assert_eq!(state_of(&l.state.executions, "ctx-a"), Some(("started".into(), "triggered".into())));
-    assert_eq!(state_of(&l.state.executions, "ctx-b"), Some(("waiting".into(), "triggered".into())));
-    l.apply(Input::Control { keptn_context: "ctx-a", action: ControlAction::Pause }, t(1));
-    assert_eq!(state_of(&l.state.executions, "ctx-a"), Some(("paused".into(), "paused".into())));
-    l.apply(Input::Control { keptn_context: "ctx-a", action: ControlAction::Abort }, t(2));
-    assert_eq!(state_of(&l.ended, "ctx-a"), Some(("aborted".into(), "aborted".into())));
+    assert_eq!(
+        state_of(&l.state.executions, "ctx-a"),
+        Some(("started".into(), "triggered".into()))
+    );
+    assert_eq!(
+        state_of(&l.state.executions, "ctx-b"),
+        Some(("waiting".into(), "triggered".into()))
+    );
+    l.apply(
+        Input::Control {
+            keptn_context: "ctx-a",
+            action: ControlAction::Pause,
+        },
+        t(1),
+    );
+    assert_eq!(
+        state_of(&l.state.executions, "ctx-a"),
+        Some(("paused".into(), "paused".into()))
+    );
+    l.apply(
+        Input::Control {
+            keptn_context: "ctx-a",
+            action: ControlAction::Abort,
+        },
+        t(2),
+    );
+    assert_eq!(
+        state_of(&l.ended, "ctx-a"),
+        Some(("aborted".into(), "aborted".into()))
+    );
     l.apply(Input::Tick, t(2 + 600_000));
-    assert_eq!(state_of(&l.ended, "ctx-b"), Some(("timedOut".into(), "errored".into())));
+    assert_eq!(
+        state_of(&l.ended, "ctx-b"),
+        Some(("timedOut".into(), "errored".into()))
+    );
     let mut f = Lane::new();
     f.trigger(&trigger("c", "ctx-c", "dev", "delivery"));
     f.run_task("1", "pass");
     f.run_task("2", "pass");
     f.run_task("3", "pass");
     let v = sequence_states(&f.ended);
-    assert_eq!((v[0].state.as_str(), v[0].stages[0].state.as_str()), ("finished", "succeeded"));
+    assert_eq!(
+        (v[0].state.as_str(), v[0].stages[0].state.as_str()),
+        ("finished", "succeeded")
+    );
     assert_eq!(v[0].stages[0].image.as_deref(), Some("img:1"));
     assert_eq!(v[0].name, "delivery");
 }

@@ -86,7 +86,11 @@ pub struct Task {
     /// Task name (`deployment`, `test`, …; any valid name).
     pub name: String,
     /// Go duration delaying the task's `.triggered`.
-    #[serde(default, rename = "triggeredAfter", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "triggeredAfter",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub triggered_after: Option<String>,
     /// Merged into `data.<task>` of the task's `.triggered`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,13 +161,19 @@ impl Shipyard {
             .ok_or_else(|| {
                 CoreError::invalid(
                     "apiVersion",
-                    format!("{:?} is not supported: use spec.keptn.sh/0.2.x", self.api_version),
+                    format!(
+                        "{:?} is not supported: use spec.keptn.sh/0.2.x",
+                        self.api_version
+                    ),
                 )
             })?;
         if !version_at_least_0_2(version) {
             return Err(CoreError::invalid(
                 "apiVersion",
-                format!("{:?} is not supported: use spec.keptn.sh/0.2.x", self.api_version),
+                format!(
+                    "{:?} is not supported: use spec.keptn.sh/0.2.x",
+                    self.api_version
+                ),
             ));
         }
         if self.kind != "Shipyard" {
@@ -173,7 +183,10 @@ impl Shipyard {
             ));
         }
         if self.spec.stages.is_empty() {
-            return Err(CoreError::invalid("spec.stages", "at least one stage is required"));
+            return Err(CoreError::invalid(
+                "spec.stages",
+                "at least one stage is required",
+            ));
         }
         let mut stage_names = std::collections::HashSet::new();
         for (si, stage) in self.spec.stages.iter().enumerate() {
@@ -192,7 +205,10 @@ impl Shipyard {
                 if !seq_names.insert(seq.name.as_str()) {
                     return Err(CoreError::invalid(
                         format!("{f}.name"),
-                        format!("duplicate sequence {:?} in stage {:?}", seq.name, stage.name),
+                        format!(
+                            "duplicate sequence {:?} in stage {:?}",
+                            seq.name, stage.name
+                        ),
                     ));
                 }
                 if seq.tasks.is_empty() {
@@ -205,9 +221,8 @@ impl Shipyard {
                     let f = format!("{f}.tasks[{ti}]");
                     validate_name(&format!("{f}.name"), &task.name)?;
                     if let Some(d) = &task.triggered_after {
-                        parse_go_duration(d).map_err(|r| {
-                            CoreError::invalid(format!("{f}.triggeredAfter"), r)
-                        })?;
+                        parse_go_duration(d)
+                            .map_err(|r| CoreError::invalid(format!("{f}.triggeredAfter"), r))?;
                     }
                     if let Some(p) = &task.properties {
                         if !p.is_object() && !p.is_null() {
@@ -228,7 +243,10 @@ impl Shipyard {
                     if !ok {
                         return Err(CoreError::invalid(
                             f,
-                            format!("{:?} must have the form <stage>.<sequence>.finished", on.event),
+                            format!(
+                                "{:?} must have the form <stage>.<sequence>.finished",
+                                on.event
+                            ),
                         ));
                     }
                 }
@@ -250,9 +268,9 @@ impl Shipyard {
     /// The sequence to run for `<stage>.<name>.triggered`: the stage's own, or
     /// the built-in one-task `evaluation` sequence (a user-defined one wins).
     pub fn find_sequence(&self, stage: &str, name: &str) -> Result<Sequence, String> {
-        let st = self
-            .stage(stage)
-            .ok_or_else(|| format!("Unable to start sequence {name}: no stage with name {stage}"))?;
+        let st = self.stage(stage).ok_or_else(|| {
+            format!("Unable to start sequence {name}: no stage with name {stage}")
+        })?;
         if let Some(seq) = st.sequences.iter().find(|s| s.name == name) {
             return Ok(seq.clone());
         }
@@ -413,7 +431,9 @@ spec:
         assert_eq!(seq.tasks[1].triggered_after_ms(), 90_000);
         let fu = sy.follow_ups("hardening", "delivery");
         assert_eq!(fu.len(), 2);
-        assert!(fu.iter().any(|f| f.stage == "production" && f.fires("pass", None)));
+        assert!(fu
+            .iter()
+            .any(|f| f.stage == "production" && f.fires("pass", None)));
         let rb = fu.iter().find(|f| f.sequence == "rollback").unwrap();
         assert!(rb.fires("fail", Some("release")) && !rb.fires("pass", None));
     }
@@ -438,7 +458,10 @@ spec:
     fn selector_forms_table() {
         let sel = |pairs: &[(&str, &str)]| {
             Some(Selector {
-                matches: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                matches: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
         };
         let f = |selector| FollowUp {
@@ -454,8 +477,18 @@ spec:
             (f(sel(&[("result", "fail")])), "pass", Some("x"), false),
             // Keptn's documented example "failed" never matches the wire value "fail".
             (f(sel(&[("result", "failed")])), "fail", Some("x"), false),
-            (f(sel(&[("evaluation.result", "fail")])), "fail", Some("evaluation"), true),
-            (f(sel(&[("evaluation.result", "fail")])), "fail", Some("release"), false),
+            (
+                f(sel(&[("evaluation.result", "fail")])),
+                "fail",
+                Some("evaluation"),
+                true,
+            ),
+            (
+                f(sel(&[("evaluation.result", "fail")])),
+                "fail",
+                Some("release"),
+                false,
+            ),
         ];
         for (fu, result, last, want) in cases {
             assert_eq!(fu.fires(result, last), want, "{fu:?} {result} {last:?}");
@@ -491,7 +524,14 @@ spec:
 
     #[test]
     fn go_durations_table() {
-        for (s, ms) in [("10m", 600_000), ("1h30m", 5_400_000), ("1.5s", 1500), ("300ms", 300), ("0", 0), ("2h", 7_200_000)] {
+        for (s, ms) in [
+            ("10m", 600_000),
+            ("1h30m", 5_400_000),
+            ("1.5s", 1500),
+            ("300ms", 300),
+            ("0", 0),
+            ("2h", 7_200_000),
+        ] {
             assert_eq!(parse_go_duration(s), Ok(ms), "{s}");
         }
         for s in ["", "10", "m", "1x", "-5m", "1e400h"] {

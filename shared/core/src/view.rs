@@ -114,6 +114,10 @@ pub fn sequence_states(execs: &[Execution]) -> Vec<SequenceState> {
             }
         })
         .collect();
-    out.sort_by(|a, b| b.time.cmp(&a.time).then(b.shkeptncontext.cmp(&a.shkeptncontext)));
+    out.sort_by(|a, b| {
+        b.time
+            .cmp(&a.time)
+            .then(b.shkeptncontext.cmp(&a.shkeptncontext))
+    });
     out
 }

@@ -68,8 +68,7 @@ impl Events {
             Some(root) => self.by_id.get(root).is_none_or(|r| ev.time < r.ev.time),
         };
         if becomes_root {
-            self.roots
-                .insert(ev.shkeptncontext.clone(), ev.id.clone());
+            self.roots.insert(ev.shkeptncontext.clone(), ev.id.clone());
         }
         self.by_id.insert(
             ev.id.clone(),
@@ -362,7 +361,9 @@ impl ResourceStore for MemoryStore {
         let Some(rec) = st.projects.get(project) else {
             return match at {
                 None => Ok(None),
-                Some(c) => Err(StoreError::NotFound(format!("commit {c} of project {project}"))),
+                Some(c) => Err(StoreError::NotFound(format!(
+                    "commit {c} of project {project}"
+                ))),
             };
         };
         let Some(seq) = rec.read_point(project, at)? else {
@@ -391,7 +392,9 @@ impl ResourceStore for MemoryStore {
         let Some(rec) = st.projects.get(project) else {
             return match at {
                 None => Ok(Vec::new()),
-                Some(c) => Err(StoreError::NotFound(format!("commit {c} of project {project}"))),
+                Some(c) => Err(StoreError::NotFound(format!(
+                    "commit {c} of project {project}"
+                ))),
             };
         };
         let Some(seq) = rec.read_point(project, at)? else {
@@ -568,11 +571,19 @@ impl SequenceStore for MemoryStore {
         Ok(())
     }
 
-    async fn is_paused(&self, project: &str, keptn_context: &str, stage: &str) -> StoreResult<bool> {
+    async fn is_paused(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        stage: &str,
+    ) -> StoreResult<bool> {
         let st = lock(&self.inner);
         let mark = |s: &str| {
-            st.pauses
-                .contains(&(project.to_string(), keptn_context.to_string(), s.to_string()))
+            st.pauses.contains(&(
+                project.to_string(),
+                keptn_context.to_string(),
+                s.to_string(),
+            ))
         };
         Ok(mark("") || mark(stage))
     }

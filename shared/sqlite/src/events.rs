@@ -57,7 +57,11 @@ fn event_filter(q: &EventQuery) -> Where {
             w.push(format!("{hint}{col} = ?"), [text(v)]);
         }
     }
-    for (col, v) in [("stage", &q.stage), ("service", &q.service), ("source", &q.source)] {
+    for (col, v) in [
+        ("stage", &q.stage),
+        ("service", &q.service),
+        ("source", &q.source),
+    ] {
         if let Some(v) = v {
             w.push(format!("{col} = ?"), [text(v)]);
         }

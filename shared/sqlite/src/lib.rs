@@ -101,7 +101,10 @@ impl SqliteStore {
     }
 
     /// Runs `f` in an immediate write transaction, committed when `f` succeeds.
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut conn = lock(&self.inner.writer);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -112,7 +115,10 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a read transaction (one snapshot) on the query connection.
-    fn read<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut conn = lock(self.inner.reader.as_ref().unwrap_or(&self.inner.writer));
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -131,9 +137,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .db()?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .db()?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
     if version > SCHEMA_VERSION {
         return Err(backend_msg(format!(
             "the database has schema version {version}, newer than this build's {SCHEMA_VERSION}"
@@ -143,7 +147,8 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.execute_batch(SCHEMA_V1).db()?;
     }
     // Later versions add their steps here: `if version < 2 { ... }`.
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .db()?;
     tx.commit().db()
 }
 

@@ -135,10 +135,12 @@ impl ProjectStore for SqliteStore {
                 None => Err(StoreError::NotFound(format!("project {}", p.name))),
                 Some(v) if v as u64 != expected_version => Err(StoreError::Conflict),
                 Some(v) => {
-                    tx.prepare_cached("UPDATE projects SET version = ?2, json = ?3 WHERE name = ?1")
-                        .db()?
-                        .execute(params![p.name, v + 1, json])
-                        .db()?;
+                    tx.prepare_cached(
+                        "UPDATE projects SET version = ?2, json = ?3 WHERE name = ?1",
+                    )
+                    .db()?
+                    .execute(params![p.name, v + 1, json])
+                    .db()?;
                     Ok(())
                 }
             }
@@ -267,10 +269,12 @@ impl IntegrationStore for SqliteStore {
                 .db()?
                 .exists([&i.id])
                 .db()?;
-            tx.prepare_cached("INSERT OR REPLACE INTO integrations (id, name, json) VALUES (?1, ?2, ?3)")
-                .db()?
-                .execute([&i.id, &i.name, &json])
-                .db()?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO integrations (id, name, json) VALUES (?1, ?2, ?3)",
+            )
+            .db()?
+            .execute([&i.id, &i.name, &json])
+            .db()?;
             Ok(!existed)
         })
     }

@@ -272,7 +272,12 @@ impl SequenceStore for SqliteStore {
         })
     }
 
-    async fn is_paused(&self, project: &str, keptn_context: &str, stage: &str) -> StoreResult<bool> {
+    async fn is_paused(
+        &self,
+        project: &str,
+        keptn_context: &str,
+        stage: &str,
+    ) -> StoreResult<bool> {
         self.read(|tx| {
             tx.prepare_cached(
                 "SELECT 1 FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND stage IN ('', ?3)",

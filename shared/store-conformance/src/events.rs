@@ -14,7 +14,8 @@ pub async fn duplicate_event_ids_are_stored_once<S: EventStore>(s: &S) {
     a.gitcommitid = Some("commit".into());
     a.data["result"] = json!("pass");
     a.data["nested"] = json!({"list": [1, 2.5, "x", null, true], "empty": {}});
-    a.extensions.insert("traceparent".into(), json!("00-abc-def-01"));
+    a.extensions
+        .insert("traceparent".into(), json!("00-abc-def-01"));
     let b = ev("b", DEPLOYMENT_TRIGGERED, "c1", ("p", "dev", "carts"), 2000);
     let c = ev("c", DEPLOYMENT_TRIGGERED, "c2", ("p", "dev", "carts"), 3000);
 
@@ -22,7 +23,9 @@ pub async fn duplicate_event_ids_are_stored_once<S: EventStore>(s: &S) {
     let mut b_again = b.clone();
     b_again.source = "someone-else".into();
     assert_eq!(
-        s.insert_events(&[b_again, c.clone(), c.clone()]).await.unwrap(),
+        s.insert_events(&[b_again, c.clone(), c.clone()])
+            .await
+            .unwrap(),
         1,
         "only c is new, and only once"
     );
@@ -31,17 +34,51 @@ pub async fn duplicate_event_ids_are_stored_once<S: EventStore>(s: &S) {
     let page = s.query_events(&all()).await.unwrap();
     assert_eq!(page.total_count, 3);
     assert_eq!(page.next_offset, None);
-    assert_eq!(page.events, vec![c, b, a], "events read back as stored, the first b kept");
+    assert_eq!(
+        page.events,
+        vec![c, b, a],
+        "events read back as stored, the first b kept"
+    );
 }
 
 /// Six events across contexts, types, projects, stages, services and sources.
 fn filter_fixture() -> Vec<KeptnEvent> {
     let mut e = vec![
-        ev("e1", DEPLOYMENT_TRIGGERED, "c1", ("p1", "dev", "carts"), 1000),
-        ev("e2", DEPLOYMENT_FINISHED, "c1", ("p1", "dev", "carts"), 2000),
-        ev("e3", DEPLOYMENT_TRIGGERED, "c2", ("p1", "prod", "carts"), 3000),
-        ev("e4", "sh.keptn.event.test.finished", "c3", ("p2", "dev", "orders"), 4000),
-        ev("e5", EVALUATION_FINISHED, "c3", ("p2", "dev", "carts"), 5000),
+        ev(
+            "e1",
+            DEPLOYMENT_TRIGGERED,
+            "c1",
+            ("p1", "dev", "carts"),
+            1000,
+        ),
+        ev(
+            "e2",
+            DEPLOYMENT_FINISHED,
+            "c1",
+            ("p1", "dev", "carts"),
+            2000,
+        ),
+        ev(
+            "e3",
+            DEPLOYMENT_TRIGGERED,
+            "c2",
+            ("p1", "prod", "carts"),
+            3000,
+        ),
+        ev(
+            "e4",
+            "sh.keptn.event.test.finished",
+            "c3",
+            ("p2", "dev", "orders"),
+            4000,
+        ),
+        ev(
+            "e5",
+            EVALUATION_FINISHED,
+            "c3",
+            ("p2", "dev", "carts"),
+            5000,
+        ),
         ev("e6", "sh.keptn.log.error", "c4", ("", "", ""), 6000),
     ];
     e[1].source = "helm-service".into();
@@ -57,23 +94,111 @@ pub async fn every_event_query_filter_narrows_the_results<S: EventStore>(s: &S) 
     let s_ = |v: &str| Some(v.to_string());
     let cases: Vec<(EventQuery, Vec<&str>)> = vec![
         (q(), vec!["e6", "e5", "e4", "e3", "e2", "e1"]),
-        (EventQuery { keptn_context: s_("c1"), ..q() }, vec!["e2", "e1"]),
-        (EventQuery { ty: s_(DEPLOYMENT_TRIGGERED), ..q() }, vec!["e3", "e1"]),
-        (EventQuery { project: s_("p2"), ..q() }, vec!["e5", "e4"]),
-        (EventQuery { stage: s_("dev"), ..q() }, vec!["e5", "e4", "e2", "e1"]),
-        (EventQuery { service: s_("carts"), ..q() }, vec!["e5", "e3", "e2", "e1"]),
-        (EventQuery { event_id: s_("e3"), ..q() }, vec!["e3"]),
-        (EventQuery { source: s_("helm-service"), ..q() }, vec!["e2"]),
         (
-            EventQuery { project: s_("p1"), stage: s_("dev"), ty: s_(DEPLOYMENT_FINISHED), ..q() },
+            EventQuery {
+                keptn_context: s_("c1"),
+                ..q()
+            },
+            vec!["e2", "e1"],
+        ),
+        (
+            EventQuery {
+                ty: s_(DEPLOYMENT_TRIGGERED),
+                ..q()
+            },
+            vec!["e3", "e1"],
+        ),
+        (
+            EventQuery {
+                project: s_("p2"),
+                ..q()
+            },
+            vec!["e5", "e4"],
+        ),
+        (
+            EventQuery {
+                stage: s_("dev"),
+                ..q()
+            },
+            vec!["e5", "e4", "e2", "e1"],
+        ),
+        (
+            EventQuery {
+                service: s_("carts"),
+                ..q()
+            },
+            vec!["e5", "e3", "e2", "e1"],
+        ),
+        (
+            EventQuery {
+                event_id: s_("e3"),
+                ..q()
+            },
+            vec!["e3"],
+        ),
+        (
+            EventQuery {
+                source: s_("helm-service"),
+                ..q()
+            },
             vec!["e2"],
         ),
-        (EventQuery { keptn_context: s_("c1"), ty: s_(DEPLOYMENT_TRIGGERED), ..q() }, vec!["e1"]),
-        (EventQuery { keptn_context: s_("c3"), service: s_("carts"), ..q() }, vec!["e5"]),
-        (EventQuery { event_id: s_("e4"), keptn_context: s_("c3"), ..q() }, vec!["e4"]),
-        (EventQuery { event_id: s_("e4"), keptn_context: s_("c1"), ..q() }, vec![]),
-        (EventQuery { project: s_("p1"), source: s_("lighthouse-service"), ..q() }, vec![]),
-        (EventQuery { project: s_("nope"), ..q() }, vec![]),
+        (
+            EventQuery {
+                project: s_("p1"),
+                stage: s_("dev"),
+                ty: s_(DEPLOYMENT_FINISHED),
+                ..q()
+            },
+            vec!["e2"],
+        ),
+        (
+            EventQuery {
+                keptn_context: s_("c1"),
+                ty: s_(DEPLOYMENT_TRIGGERED),
+                ..q()
+            },
+            vec!["e1"],
+        ),
+        (
+            EventQuery {
+                keptn_context: s_("c3"),
+                service: s_("carts"),
+                ..q()
+            },
+            vec!["e5"],
+        ),
+        (
+            EventQuery {
+                event_id: s_("e4"),
+                keptn_context: s_("c3"),
+                ..q()
+            },
+            vec!["e4"],
+        ),
+        (
+            EventQuery {
+                event_id: s_("e4"),
+                keptn_context: s_("c1"),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            EventQuery {
+                project: s_("p1"),
+                source: s_("lighthouse-service"),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            EventQuery {
+                project: s_("nope"),
+                ..q()
+            },
+            vec![],
+        ),
     ];
     for (query, want) in cases {
         let page = s.query_events(&query).await.unwrap();
@@ -104,10 +229,19 @@ pub async fn time_bounds_are_exclusive<S: EventStore>(s: &S) {
     assert_eq!(query_ids(s, q(None, Some(3000))).await, ["t2", "t1"]);
     assert_eq!(query_ids(s, q(None, Some(3001))).await, ["t3", "t2", "t1"]);
     assert_eq!(query_ids(s, q(Some(1000), Some(3000))).await, ["t2"]);
-    assert_eq!(query_ids(s, q(Some(3000), None)).await, Vec::<String>::new());
-    assert_eq!(query_ids(s, q(Some(2000), Some(2001))).await, Vec::<String>::new());
+    assert_eq!(
+        query_ids(s, q(Some(3000), None)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        query_ids(s, q(Some(2000), Some(2001))).await,
+        Vec::<String>::new()
+    );
     let page = s
-        .query_events(&EventQuery { keptn_context: Some("c".into()), ..q(Some(1000), None) })
+        .query_events(&EventQuery {
+            keptn_context: Some("c".into()),
+            ..q(Some(1000), None)
+        })
         .await
         .unwrap();
     assert_eq!(page.total_count, 2);
@@ -125,7 +259,17 @@ pub async fn root_events_are_the_earliest_of_each_context<S: EventStore>(s: &S) 
     insert(s, &[ev("c2-b", DEPLOYMENT_TRIGGERED, "c2", p1, 1500)]).await;
     insert(s, &[ev("c2-a", DEPLOYMENT_TRIGGERED, "c2", p1, 1500)]).await;
     // c3: another project.
-    insert(s, &[ev("c3-root", EVALUATION_FINISHED, "c3", ("p2", "dev", "svc"), 500)]).await;
+    insert(
+        s,
+        &[ev(
+            "c3-root",
+            EVALUATION_FINISHED,
+            "c3",
+            ("p2", "dev", "svc"),
+            500,
+        )],
+    )
+    .await;
     // c4: both in one batch, the later first.
     insert(
         s,
@@ -141,27 +285,62 @@ pub async fn root_events_are_the_earliest_of_each_context<S: EventStore>(s: &S) 
 
     let root = |q: EventQuery| EventQuery { root: true, ..q };
     let page = s.query_events(&root(all())).await.unwrap();
-    assert_eq!(ids(&page.events), ["c2-b", "c1-early", "c4-first", "c3-root"]);
+    assert_eq!(
+        ids(&page.events),
+        ["c2-b", "c1-early", "c4-first", "c3-root"]
+    );
     assert_eq!(page.total_count, 4);
     assert_eq!(
-        query_ids(s, root(EventQuery { project: Some("p1".into()), ..all() })).await,
+        query_ids(
+            s,
+            root(EventQuery {
+                project: Some("p1".into()),
+                ..all()
+            })
+        )
+        .await,
         ["c2-b", "c1-early", "c4-first"]
     );
     assert_eq!(
-        query_ids(s, root(EventQuery { keptn_context: Some("c1".into()), ..all() })).await,
+        query_ids(
+            s,
+            root(EventQuery {
+                keptn_context: Some("c1".into()),
+                ..all()
+            })
+        )
+        .await,
         ["c1-early"]
     );
     assert_eq!(
-        query_ids(s, root(EventQuery { ty: Some(DEPLOYMENT_FINISHED.into()), ..all() })).await,
+        query_ids(
+            s,
+            root(EventQuery {
+                ty: Some(DEPLOYMENT_FINISHED.into()),
+                ..all()
+            })
+        )
+        .await,
         Vec::<String>::new(),
         "no root is a deployment.finished"
     );
     assert_eq!(
-        query_ids(s, root(EventQuery { from_time: Some(t(900)), ..all() })).await,
+        query_ids(
+            s,
+            root(EventQuery {
+                from_time: Some(t(900)),
+                ..all()
+            })
+        )
+        .await,
         ["c2-b", "c1-early"]
     );
     let page = s
-        .query_events(&EventQuery { page_size: 2, offset: 2, ..root(all()) })
+        .query_events(&EventQuery {
+            page_size: 2,
+            offset: 2,
+            ..root(all())
+        })
         .await
         .unwrap();
     assert_eq!(ids(&page.events), ["c4-first", "c3-root"]);
@@ -182,22 +361,49 @@ pub async fn events_come_newest_first_with_ties_broken_by_id<S: EventStore>(s: &
         ],
     )
     .await;
-    assert_eq!(query_ids(s, all()).await, ["m-0", "m-3", "m-2", "m-1", "m-4"]);
+    assert_eq!(
+        query_ids(s, all()).await,
+        ["m-0", "m-3", "m-2", "m-1", "m-4"]
+    );
     let page = s
-        .query_events(&EventQuery { page_size: 2, offset: 1, ..all() })
+        .query_events(&EventQuery {
+            page_size: 2,
+            offset: 1,
+            ..all()
+        })
         .await
         .unwrap();
-    assert_eq!(ids(&page.events), ["m-3", "m-2"], "ties are split across pages consistently");
+    assert_eq!(
+        ids(&page.events),
+        ["m-3", "m-2"],
+        "ties are split across pages consistently"
+    );
 }
 
 /// `offset` and `page_size` walk the matches; `next_offset` is set while more
 /// exist; `total_count` is the number of matches on every page.
 pub async fn pages_are_walked_by_offset_with_a_total_count<S: EventStore>(s: &S) {
     let mine: Vec<KeptnEvent> = (0..25)
-        .map(|i| ev(&format!("e{i:02}"), DEPLOYMENT_TRIGGERED, &format!("c{i}"), ("p", "dev", "svc"), 1000 + i))
+        .map(|i| {
+            ev(
+                &format!("e{i:02}"),
+                DEPLOYMENT_TRIGGERED,
+                &format!("c{i}"),
+                ("p", "dev", "svc"),
+                1000 + i,
+            )
+        })
         .collect();
     let others: Vec<KeptnEvent> = (0..5)
-        .map(|i| ev(&format!("o{i}"), DEPLOYMENT_TRIGGERED, "co", ("other", "dev", "svc"), 1000 + i))
+        .map(|i| {
+            ev(
+                &format!("o{i}"),
+                DEPLOYMENT_TRIGGERED,
+                "co",
+                ("other", "dev", "svc"),
+                1000 + i,
+            )
+        })
         .collect();
     insert(s, &mine).await;
     insert(s, &others).await;
@@ -207,7 +413,9 @@ pub async fn pages_are_walked_by_offset_with_a_total_count<S: EventStore>(s: &S)
         page_size,
         ..EventQuery::default()
     };
-    let want = |from: i64, to: i64| -> Vec<String> { (to..=from).rev().map(|i| format!("e{i:02}")).collect() };
+    let want = |from: i64, to: i64| -> Vec<String> {
+        (to..=from).rev().map(|i| format!("e{i:02}")).collect()
+    };
 
     let p1 = s.query_events(&q(0, 10)).await.unwrap();
     assert_eq!(ids(&p1.events), want(24, 15));
@@ -225,19 +433,36 @@ pub async fn pages_are_walked_by_offset_with_a_total_count<S: EventStore>(s: &S)
     let past_end = s.query_events(&q(30, 10)).await.unwrap();
     assert!(past_end.events.is_empty());
     assert_eq!((past_end.total_count, past_end.next_offset), (25, None));
-    let everything = s.query_events(&EventQuery { page_size: 100, ..EventQuery::default() }).await.unwrap();
+    let everything = s
+        .query_events(&EventQuery {
+            page_size: 100,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(everything.total_count, 30);
 }
 
 /// A `page_size` of 0 (as in `EventQuery::default()`) means [`DEFAULT_PAGE_SIZE`].
 pub async fn a_zero_page_size_means_the_default_page_size<S: EventStore>(s: &S) {
     let evs: Vec<KeptnEvent> = (0..25)
-        .map(|i| ev(&format!("e{i:02}"), DEPLOYMENT_TRIGGERED, "c", ("p", "dev", "svc"), i))
+        .map(|i| {
+            ev(
+                &format!("e{i:02}"),
+                DEPLOYMENT_TRIGGERED,
+                "c",
+                ("p", "dev", "svc"),
+                i,
+            )
+        })
         .collect();
     insert(s, &evs).await;
     let page = s.query_events(&EventQuery::default()).await.unwrap();
     assert_eq!(page.events.len(), DEFAULT_PAGE_SIZE);
-    assert_eq!((page.total_count, page.next_offset), (25, Some(DEFAULT_PAGE_SIZE)));
+    assert_eq!(
+        (page.total_count, page.next_offset),
+        (25, Some(DEFAULT_PAGE_SIZE))
+    );
 }
 
 fn type_query(ty: &str, filter: &str) -> TypeQuery {
@@ -254,35 +479,74 @@ fn type_query(ty: &str, filter: &str) -> TypeQuery {
 /// top-level attributes or `data.` paths at any depth, compared as text
 /// (numbers and booleans as their JSON text); objects, arrays and missing paths never match.
 pub async fn type_queries_match_any_of_the_values_at_any_path<S: EventStore>(s: &S) {
-    let mut v1 = ev("v1", EVALUATION_FINISHED, "c1", ("p1", "dev", "carts"), 1000);
+    let mut v1 = ev(
+        "v1",
+        EVALUATION_FINISHED,
+        "c1",
+        ("p1", "dev", "carts"),
+        1000,
+    );
     v1.data["result"] = json!("pass");
     v1.data["evaluation"] = json!({"score": 90, "passed": true, "time-frame": "5m", "list": ["a"]});
     v1.triggeredid = Some("t1".into());
     v1.gitcommitid = Some("g1".into());
     v1.source = "lighthouse-service".into();
-    let mut v2 = ev("v2", EVALUATION_FINISHED, "c2", ("p1", "dev", "carts"), 2000);
+    let mut v2 = ev(
+        "v2",
+        EVALUATION_FINISHED,
+        "c2",
+        ("p1", "dev", "carts"),
+        2000,
+    );
     v2.data["result"] = json!("warning");
     v2.data["evaluation"] = json!({"score": 75.5, "passed": false});
     v2.triggeredid = Some("t2".into());
-    let mut v3 = ev("v3", EVALUATION_FINISHED, "c3", ("p1", "prod", "carts"), 3000);
+    let mut v3 = ev(
+        "v3",
+        EVALUATION_FINISHED,
+        "c3",
+        ("p1", "prod", "carts"),
+        3000,
+    );
     v3.data["result"] = json!("fail");
     v3.data["evaluation"] = json!({"score": 10});
     v3.triggeredid = Some("t3".into());
-    let mut v4 = ev("v4", EVALUATION_FINISHED, "c4", ("p2", "dev", "orders"), 4000);
+    let mut v4 = ev(
+        "v4",
+        EVALUATION_FINISHED,
+        "c4",
+        ("p2", "dev", "orders"),
+        4000,
+    );
     v4.data["result"] = json!("pass");
-    let mut other = ev("x5", DEPLOYMENT_FINISHED, "c1", ("p1", "dev", "carts"), 5000);
+    let mut other = ev(
+        "x5",
+        DEPLOYMENT_FINISHED,
+        "c1",
+        ("p1", "dev", "carts"),
+        5000,
+    );
     other.data["result"] = json!("pass");
     insert(s, &[v1, v2, v3, v4, other]).await;
 
     let cases: &[(&str, &[&str])] = &[
         ("data.project:p1", &["v3", "v2", "v1"]),
         ("data.project:p1,p2", &["v4", "v3", "v2", "v1"]),
-        ("data.project:p1 AND data.result:pass,warning", &["v2", "v1"]),
-        ("data.project:p1 AND data.result:pass AND data.stage:prod", &[]),
+        (
+            "data.project:p1 AND data.result:pass,warning",
+            &["v2", "v1"],
+        ),
+        (
+            "data.project:p1 AND data.result:pass AND data.stage:prod",
+            &[],
+        ),
         ("data.project:p1 AND data.stage:prod", &["v3"]),
         ("data.project:p2 AND data.service:orders", &["v4"]),
         ("data.project:p1 AND data.evaluation.score:90", &["v1"]),
-        ("data.project:p1 AND data.evaluation.score:75.5,10", &["v3", "v2"]),
+        (
+            "data.project:p1 AND data.evaluation.score:75.5,10",
+            &["v3", "v2"],
+        ),
         ("data.project:p1 AND data.evaluation.passed:true", &["v1"]),
         ("data.project:p1 AND data.evaluation.passed:false", &["v2"]),
         ("data.project:p1 AND data.evaluation.time-frame:5m", &["v1"]),
@@ -297,14 +561,23 @@ pub async fn type_queries_match_any_of_the_values_at_any_path<S: EventStore>(s: 
         ("data.project:p1 AND id:v3,v4", &["v3"]),
         ("data.project:p1 AND source:lighthouse-service", &["v1"]),
         ("data.project:p1 AND gitcommitid:g1", &["v1"]),
-        ("data.project:p2 AND type:sh.keptn.event.evaluation.finished", &["v4"]),
+        (
+            "data.project:p2 AND type:sh.keptn.event.evaluation.finished",
+            &["v4"],
+        ),
         ("data.project:p1 AND unknownattribute:x", &[]),
     ];
     for (filter, want) in cases {
-        let got = s.query_by_type(&type_query(EVALUATION_FINISHED, filter)).await.unwrap();
+        let got = s
+            .query_by_type(&type_query(EVALUATION_FINISHED, filter))
+            .await
+            .unwrap();
         assert_eq!(ids(&got), *want, "filter {filter:?}");
     }
-    let got = s.query_by_type(&type_query(DEPLOYMENT_FINISHED, "data.project:p1")).await.unwrap();
+    let got = s
+        .query_by_type(&type_query(DEPLOYMENT_FINISHED, "data.project:p1"))
+        .await
+        .unwrap();
     assert_eq!(ids(&got), ["x5"], "only the asked type");
 }
 
@@ -313,7 +586,15 @@ pub async fn type_queries_are_newest_first_after_from_time_and_limited<S: EventS
     let evs: Vec<KeptnEvent> = [1000, 2000, 3000, 4000, 5000, 3000]
         .iter()
         .enumerate()
-        .map(|(i, ms)| ev(&format!("k{i}"), EVALUATION_FINISHED, "c", ("p", "dev", "svc"), *ms))
+        .map(|(i, ms)| {
+            ev(
+                &format!("k{i}"),
+                EVALUATION_FINISHED,
+                "c",
+                ("p", "dev", "svc"),
+                *ms,
+            )
+        })
         .collect();
     insert(s, &evs).await;
     let q = |from: Option<i64>, limit: usize| TypeQuery {
@@ -322,22 +603,36 @@ pub async fn type_queries_are_newest_first_after_from_time_and_limited<S: EventS
         ..type_query(EVALUATION_FINISHED, "data.project:p")
     };
     let got = |r: Vec<KeptnEvent>| r.into_iter().map(|e| e.id).collect::<Vec<_>>();
-    assert_eq!(got(s.query_by_type(&q(None, 100)).await.unwrap()), ["k4", "k3", "k5", "k2", "k1", "k0"]);
-    assert_eq!(got(s.query_by_type(&q(Some(2000), 100)).await.unwrap()), ["k4", "k3", "k5", "k2"]);
-    assert_eq!(got(s.query_by_type(&q(Some(2000), 3)).await.unwrap()), ["k4", "k3", "k5"]);
+    assert_eq!(
+        got(s.query_by_type(&q(None, 100)).await.unwrap()),
+        ["k4", "k3", "k5", "k2", "k1", "k0"]
+    );
+    assert_eq!(
+        got(s.query_by_type(&q(Some(2000), 100)).await.unwrap()),
+        ["k4", "k3", "k5", "k2"]
+    );
+    assert_eq!(
+        got(s.query_by_type(&q(Some(2000), 3)).await.unwrap()),
+        ["k4", "k3", "k5"]
+    );
     assert_eq!(got(s.query_by_type(&q(None, 1)).await.unwrap()), ["k4"]);
-    assert!(s.query_by_type(&q(Some(5000), 100)).await.unwrap().is_empty());
+    assert!(s
+        .query_by_type(&q(Some(5000), 100))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// `exclude_invalidated` drops events whose `triggeredid` is the `triggeredid`
 /// of any stored `*.invalidated` event, whatever its project.
 pub async fn events_answering_an_invalidated_trigger_can_be_excluded<S: EventStore>(s: &S) {
     let p = ("p1", "dev", "svc");
-    let with_trigger = |id: &str, ty: &str, project: (&str, &str, &str), trig: Option<&str>, ms: i64| {
-        let mut e = ev(id, ty, &format!("ctx-{id}"), project, ms);
-        e.triggeredid = trig.map(String::from);
-        e
-    };
+    let with_trigger =
+        |id: &str, ty: &str, project: (&str, &str, &str), trig: Option<&str>, ms: i64| {
+            let mut e = ev(id, ty, &format!("ctx-{id}"), project, ms);
+            e.triggeredid = trig.map(String::from);
+            e
+        };
     insert(
         s,
         &[
@@ -345,8 +640,20 @@ pub async fn events_answering_an_invalidated_trigger_can_be_excluded<S: EventSto
             with_trigger("f2", EVALUATION_FINISHED, p, Some("tB"), 2000),
             with_trigger("f3", EVALUATION_FINISHED, p, None, 3000),
             with_trigger("f4", EVALUATION_FINISHED, p, Some("tC"), 5000),
-            with_trigger("inv", EVALUATION_INVALIDATED, ("elsewhere", "", ""), Some("tA"), 4000),
-            with_trigger("not-inv", "sh.keptn.event.test.finished", p, Some("tC"), 6000),
+            with_trigger(
+                "inv",
+                EVALUATION_INVALIDATED,
+                ("elsewhere", "", ""),
+                Some("tA"),
+                4000,
+            ),
+            with_trigger(
+                "not-inv",
+                "sh.keptn.event.test.finished",
+                p,
+                Some("tC"),
+                6000,
+            ),
         ],
     )
     .await;
@@ -354,12 +661,35 @@ pub async fn events_answering_an_invalidated_trigger_can_be_excluded<S: EventSto
         exclude_invalidated: exclude,
         ..type_query(EVALUATION_FINISHED, "data.project:p1")
     };
-    assert_eq!(ids(&s.query_by_type(&q(false)).await.unwrap()), ["f4", "f3", "f2", "f1"]);
-    assert_eq!(ids(&s.query_by_type(&q(true)).await.unwrap()), ["f4", "f3", "f2"]);
+    assert_eq!(
+        ids(&s.query_by_type(&q(false)).await.unwrap()),
+        ["f4", "f3", "f2", "f1"]
+    );
+    assert_eq!(
+        ids(&s.query_by_type(&q(true)).await.unwrap()),
+        ["f4", "f3", "f2"]
+    );
 
-    insert(s, &[with_trigger("inv2", EVALUATION_INVALIDATED, p, Some("tB"), 500)]).await;
-    assert_eq!(ids(&s.query_by_type(&q(true)).await.unwrap()), ["f4", "f3"], "an invalidation of any time counts");
-    let limited = TypeQuery { limit: 1, ..q(true) };
+    insert(
+        s,
+        &[with_trigger(
+            "inv2",
+            EVALUATION_INVALIDATED,
+            p,
+            Some("tB"),
+            500,
+        )],
+    )
+    .await;
+    assert_eq!(
+        ids(&s.query_by_type(&q(true)).await.unwrap()),
+        ["f4", "f3"],
+        "an invalidation of any time counts"
+    );
+    let limited = TypeQuery {
+        limit: 1,
+        ..q(true)
+    };
     assert_eq!(ids(&s.query_by_type(&limited).await.unwrap()), ["f4"]);
 }
 
@@ -380,15 +710,28 @@ pub async fn purging_deletes_older_events_and_moves_the_root<S: EventStore>(s: &
     )
     .await;
     assert_eq!(s.purge_events(t(2000)).await.unwrap(), 2);
-    assert_eq!(query_ids(s, all()).await, ["c3-new", "c1-last", "c1-z", "c1-y"]);
-    let roots = EventQuery { root: true, ..all() };
-    assert_eq!(query_ids(s, roots.clone()).await, ["c3-new", "c1-z"], "c1's root moves to its first stored oldest");
+    assert_eq!(
+        query_ids(s, all()).await,
+        ["c3-new", "c1-last", "c1-z", "c1-y"]
+    );
+    let roots = EventQuery {
+        root: true,
+        ..all()
+    };
+    assert_eq!(
+        query_ids(s, roots.clone()).await,
+        ["c3-new", "c1-z"],
+        "c1's root moves to its first stored oldest"
+    );
     assert_eq!(s.purge_events(t(2000)).await.unwrap(), 0);
 
     // The purged ids may be stored again; roots follow.
     insert(s, &[ev("c2-only", DEPLOYMENT_TRIGGERED, "c2", p, 4000)]).await;
     insert(s, &[ev("c1-new-root", DEPLOYMENT_TRIGGERED, "c1", p, 1500)]).await;
-    assert_eq!(query_ids(s, roots.clone()).await, ["c3-new", "c2-only", "c1-new-root"]);
+    assert_eq!(
+        query_ids(s, roots.clone()).await,
+        ["c3-new", "c2-only", "c1-new-root"]
+    );
 
     assert_eq!(s.purge_events(t(10_000)).await.unwrap(), 6);
     let page = s.query_events(&roots).await.unwrap();

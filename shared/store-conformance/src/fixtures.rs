@@ -4,9 +4,7 @@ use keelson_core::event::{sequence_type, task_type, KeptnEvent};
 use keelson_core::ports::{EventStore, LaneCommit, SequenceStore, StoreError};
 use keelson_core::project::Project;
 use keelson_core::query::EventQuery;
-use keelson_core::sequence::{
-    self, Config, Decision, Input, LaneKey, LaneState, TriggerSpec,
-};
+use keelson_core::sequence::{self, Config, Decision, Input, LaneKey, LaneState, TriggerSpec};
 use keelson_core::shipyard::Task;
 use keelson_core::timestamp::Timestamp;
 use serde_json::{json, Value};
@@ -38,7 +36,14 @@ pub(crate) fn ev(
             data.insert(k.into(), json!(v));
         }
     }
-    KeptnEvent::new(id.into(), "test-source", ty.into(), ctx, Value::Object(data), t(time_ms))
+    KeptnEvent::new(
+        id.into(),
+        "test-source",
+        ty.into(),
+        ctx,
+        Value::Object(data),
+        t(time_ms),
+    )
 }
 
 /// The ids of events, in order.
@@ -80,7 +85,10 @@ pub(crate) fn project(name: &str) -> Project {
 }
 
 pub(crate) fn is_commit_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub(crate) fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
@@ -164,7 +172,13 @@ impl Lane {
     }
 
     /// Triggers `<stage>.delivery` with id `id` in context `ctx`.
-    pub async fn trigger<S: SequenceStore>(&mut self, s: &S, id: &str, ctx: &str, now_ms: i64) -> Decision {
+    pub async fn trigger<S: SequenceStore>(
+        &mut self,
+        s: &S,
+        id: &str,
+        ctx: &str,
+        now_ms: i64,
+    ) -> Decision {
         let ev = sequence_trigger(id, ctx, &self.key, now_ms);
         let input = Input::Trigger {
             event: &ev,
@@ -175,7 +189,12 @@ impl Lane {
     }
 
     /// Answers the open task trigger of context `ctx` with `.started` and `.finished` (pass).
-    pub async fn finish_task<S: SequenceStore>(&mut self, s: &S, ctx: &str, now_ms: i64) -> Decision {
+    pub async fn finish_task<S: SequenceStore>(
+        &mut self,
+        s: &S,
+        ctx: &str,
+        now_ms: i64,
+    ) -> Decision {
         let open = sequence::open_triggers(&self.state)
             .into_iter()
             .find(|e| e.shkeptncontext == ctx)
@@ -187,14 +206,32 @@ impl Lane {
             .and_then(|r| r.strip_suffix(".triggered"))
             .expect("a task trigger")
             .to_string();
-        let scope = (self.key.project.as_str(), self.key.stage.as_str(), self.key.service.as_str());
-        let mut started = ev(&format!("{}-started", open.id), &task_type(&task, "started"), ctx, scope, now_ms);
+        let scope = (
+            self.key.project.as_str(),
+            self.key.stage.as_str(),
+            self.key.service.as_str(),
+        );
+        let mut started = ev(
+            &format!("{}-started", open.id),
+            &task_type(&task, "started"),
+            ctx,
+            scope,
+            now_ms,
+        );
         started.triggeredid = Some(open.id.clone());
-        let mut finished = ev(&format!("{}-finished", open.id), &task_type(&task, "finished"), ctx, scope, now_ms);
+        let mut finished = ev(
+            &format!("{}-finished", open.id),
+            &task_type(&task, "finished"),
+            ctx,
+            scope,
+            now_ms,
+        );
         finished.triggeredid = Some(open.id.clone());
         finished.data["result"] = json!("pass");
         finished.data["status"] = json!("succeeded");
-        self.apply(s, Input::TaskEvent(&started), now_ms, &started.id).await;
-        self.apply(s, Input::TaskEvent(&finished), now_ms, &finished.id).await
+        self.apply(s, Input::TaskEvent(&started), now_ms, &started.id)
+            .await;
+        self.apply(s, Input::TaskEvent(&finished), now_ms, &finished.id)
+            .await
     }
 }

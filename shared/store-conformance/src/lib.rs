@@ -42,7 +42,7 @@ pub async fn run_bus_all<B: EventBus + Queue>(
     make: impl Fn(Vec<Subscription>) -> B,
     dead_letters: impl Fn(&B, &str) -> Vec<(KeptnEvent, String)>,
 ) {
-    __bus_cases!(run (make) (dead_letters));
+    __bus_cases!(run(make)(dead_letters));
 }
 
 /// One `#[tokio::test]` per store behaviour. `store_tests!(make)` with
@@ -62,7 +62,7 @@ macro_rules! store_tests {
 #[macro_export]
 macro_rules! bus_tests {
     ($make:expr, $dead:expr $(,)?) => {
-        $crate::__bus_cases!(tests ($make) ($dead));
+        $crate::__bus_cases!(tests($make)($dead));
     };
 }
 
@@ -106,20 +106,20 @@ macro_rules! __store_cases {
         $(
             #[tokio::test]
             async fn $name() {
-                let (store, guard) = $crate::__store_cases!(@make $kind $make);
+                let (store, _guard) = $crate::__store_cases!(@make $kind $make);
                 $crate::$name(&store).await;
-                drop(store);
-                drop(guard);
+                drop(store); // before the guard
+
             }
         )*
     };
     (@expand run $kind:ident $make:tt; $($name:ident),* $(,)?) => {
         $(
             {
-                let (store, guard) = $crate::__store_cases!(@make $kind $make);
+                let (store, _guard) = $crate::__store_cases!(@make $kind $make);
                 $crate::$name(&store).await;
-                drop(store);
-                drop(guard);
+                drop(store); // before the guard
+
             }
         )*
     };
