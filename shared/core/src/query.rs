@@ -204,7 +204,7 @@ impl TypeQuery {
             && self
                 .filter
                 .iter()
-                .all(|t| field_text(ev, &t.key).is_some_and(|v| t.values.iter().any(|w| *w == v)))
+                .all(|t| field_text(ev, &t.key).is_some_and(|v| t.values.contains(&v)))
     }
 }
 

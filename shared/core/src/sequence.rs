@@ -510,7 +510,7 @@ fn proceed(exec: &mut Execution, st: &mut Step<'_>) -> bool {
         event: ev,
         due_at: st
             .now
-            .add(time::Duration::milliseconds(task.triggered_after_ms())),
+            .plus(time::Duration::milliseconds(task.triggered_after_ms())),
         emitted_at: None,
         started: vec![],
         finished: vec![],

@@ -302,7 +302,8 @@ fn result_and_status_aggregation_table() {
         time: t(0),
         data: json!({"result": r, "status": s}),
     };
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("pass", "succeeded")], "pass", "succeeded"),
         (
             vec![("pass", "succeeded"), ("warning", "succeeded")],
@@ -606,7 +607,7 @@ fn the_done_rule_counts_per_executor() {
     let mut l = Lane::new();
     l.trigger(&trigger("tr1", "ctx", "dev", "delivery"));
     let trig = l.last();
-    let mut from = |id: &str, src: &str, kind: &str| {
+    let from = |id: &str, src: &str, kind: &str| {
         let mut e = task_ev(id, &trig, kind, "pass", "succeeded");
         e.source = src.into();
         e

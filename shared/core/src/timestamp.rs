@@ -46,12 +46,12 @@ impl Timestamp {
     }
 
     /// `self + d`.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Timestamp(self.0.saturating_add(d.whole_milliseconds() as i64))
     }
 
     /// `self - d`.
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         Timestamp(self.0.saturating_sub(d.whole_milliseconds() as i64))
     }
 

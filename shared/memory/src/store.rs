@@ -156,7 +156,7 @@ impl ProjectRec {
                 .entry((scope.to_string(), c.uri.clone()))
                 .or_default();
             match hist.last_mut() {
-                Some(last) if last.0 == seq => last.1 = c.content.clone(),
+                Some(last) if last.0 == seq => {}
                 _ => hist.push((seq, c.content.clone())),
             }
         }

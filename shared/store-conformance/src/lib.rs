@@ -109,7 +109,6 @@ macro_rules! __store_cases {
                 let (store, _guard) = $crate::__store_cases!(@make $kind $make);
                 $crate::$name(&store).await;
                 drop(store); // before the guard
-
             }
         )*
     };
@@ -119,7 +118,6 @@ macro_rules! __store_cases {
                 let (store, _guard) = $crate::__store_cases!(@make $kind $make);
                 $crate::$name(&store).await;
                 drop(store); // before the guard
-
             }
         )*
     };
