@@ -156,7 +156,7 @@ impl ProjectRec {
                 .entry((scope.to_string(), c.uri.clone()))
                 .or_default();
             match hist.last_mut() {
-                Some(last) if last.0 == seq => {}
+                Some(last) if last.0 == seq => last.1 = c.content.clone(),
                 _ => hist.push((seq, c.content.clone())),
             }
         }
