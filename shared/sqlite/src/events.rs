@@ -173,7 +173,8 @@ pub(crate) fn delete_events(tx: &Transaction<'_>, cond: &str, arg: Value) -> Sto
     let orphaned: Vec<String> = {
         let mut stmt = tx
             .prepare_cached(&format!(
-                "SELECT DISTINCT shkeptncontext FROM events WHERE {cond} AND is_root = 1"
+                // A context has one root: no DISTINCT, so the partial root indexes serve it.
+                "SELECT shkeptncontext FROM events WHERE {cond} AND is_root = 1"
             ))
             .db()?;
         let rows = stmt.query_map([&arg], |r| r.get(0)).db()?;
