@@ -419,7 +419,9 @@ where
                 if let Some(reason) = poison {
                     tracing::warn!(consumer, reason = %reason, "dead-lettering an event");
                     let _ = queue.dead_letter(consumer, receipts[done], &reason).await;
+                    let _ = queue.release(consumer, &receipts[done + 1..]).await;
                 } else {
+                    let _ = queue.release(consumer, &receipts[done..]).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

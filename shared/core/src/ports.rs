@@ -330,6 +330,13 @@ pub trait Queue: Send + Sync + Clone + 'static {
     /// Removes delivered events.
     fn ack(&self, consumer: &str, receipts: &[u64])
         -> impl Future<Output = StoreResult<()>> + Send;
+    /// Makes un-acknowledged deliveries available again (a handler failed transiently);
+    /// the next `receive` starts from the oldest released one.
+    fn release(
+        &self,
+        consumer: &str,
+        receipts: &[u64],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Moves a poison event to the consumer's dead letters.
     fn dead_letter(
         &self,

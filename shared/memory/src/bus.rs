@@ -115,6 +115,15 @@ impl Queue for MemoryBus {
         Ok(())
     }
 
+    async fn release(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
+        if let Some(min) = receipts.iter().min() {
+            let mut st = lock(&self.inner);
+            let pos = st.delivered.entry(consumer.to_string()).or_insert(0);
+            *pos = (*pos).min(min.saturating_sub(1));
+        }
+        Ok(())
+    }
+
     async fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> StoreResult<()> {
         let mut st = lock(&self.inner);
         let ev = st

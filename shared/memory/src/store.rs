@@ -127,9 +127,9 @@ impl Events {
     }
 }
 
-/// Newest first: time descending, then id descending.
-fn newest_first(a: &KeptnEvent, b: &KeptnEvent) -> Ordering {
-    b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id))
+/// Newest first: time descending, then the later stored first.
+fn newest_first(a: &StoredEvent, b: &StoredEvent) -> Ordering {
+    (b.ev.time, b.seq).cmp(&(a.ev.time, a.seq))
 }
 
 /// A resource's changes as (commit seq, content or `None` for a deletion), oldest first.
@@ -203,12 +203,11 @@ impl EventStore for MemoryStore {
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {
         let st = lock(&self.inner);
-        let mut hits: Vec<&KeptnEvent> = st
+        let mut hits: Vec<&StoredEvent> = st
             .events
             .by_id
             .values()
-            .map(|s| &s.ev)
-            .filter(|e| q.matches(e) && (!q.root || st.events.is_root(e)))
+            .filter(|s| q.matches(&s.ev) && (!q.root || st.events.is_root(&s.ev)))
             .collect();
         hits.sort_by(|a, b| newest_first(a, b));
         let page_size = if q.page_size == 0 {
@@ -221,7 +220,7 @@ impl EventStore for MemoryStore {
             .into_iter()
             .skip(q.offset)
             .take(page_size)
-            .cloned()
+            .map(|s| s.ev.clone())
             .collect();
         let next = q.offset.saturating_add(page_size);
         Ok(EventPage {
@@ -243,14 +242,13 @@ impl EventStore for MemoryStore {
         } else {
             HashSet::new()
         };
-        let mut hits: Vec<&KeptnEvent> = st
+        let mut hits: Vec<&StoredEvent> = st
             .events
             .by_id
             .values()
-            .map(|s| &s.ev)
-            .filter(|e| q.matches(e))
-            .filter(|e| {
-                e.triggeredid
+            .filter(|s| q.matches(&s.ev))
+            .filter(|s| {
+                s.ev.triggeredid
                     .as_deref()
                     .is_none_or(|t| !invalidated.contains(t))
             })
@@ -261,7 +259,7 @@ impl EventStore for MemoryStore {
         } else {
             q.limit
         };
-        Ok(hits.into_iter().take(limit).cloned().collect())
+        Ok(hits.into_iter().take(limit).map(|s| s.ev.clone()).collect())
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {

@@ -147,6 +147,15 @@ impl Queue for SqliteBus {
         })
     }
 
+    async fn release(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
+        if let Some(min) = receipts.iter().min() {
+            let mut delivered = lock(&self.store.inner.delivered);
+            let pos = delivered.entry(consumer.to_string()).or_insert(0);
+            *pos = (*pos).min(*min as i64 - 1);
+        }
+        Ok(())
+    }
+
     async fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> StoreResult<()> {
         self.store.write(|tx| {
             let moved = tx

@@ -156,6 +156,16 @@ fn type_filter(q: &TypeQuery) -> Where {
     w
 }
 
+/// A page of `GET /event`, newest first: the order the `(…, time)` indexes give
+/// (`seq` is the rowid, the last column of every index).
+fn page_sql(cond: &str) -> String {
+    format!("SELECT json FROM events WHERE {cond} ORDER BY time DESC, seq DESC LIMIT ? OFFSET ?")
+}
+
+fn type_sql(cond: &str) -> String {
+    format!("SELECT json FROM events WHERE {cond} ORDER BY time DESC, seq DESC LIMIT ?")
+}
+
 fn events_of(tx: &Transaction<'_>, sql: &str, args: Vec<Value>) -> StoreResult<Vec<KeptnEvent>> {
     let mut stmt = tx.prepare_cached(sql).db()?;
     let rows = stmt
@@ -263,13 +273,7 @@ impl EventStore for SqliteStore {
         self.read(|tx| {
             let mut args = w.args.clone();
             args.extend([int(page_size), int(q.offset)]);
-            let events = events_of(
-                tx,
-                &format!(
-                    "SELECT json FROM events WHERE {cond} ORDER BY time DESC, id DESC LIMIT ? OFFSET ?"
-                ),
-                args,
-            )?;
+            let events = events_of(tx, &page_sql(&cond), args)?;
             // A short page that is not past the end tells the count without a second query.
             let total_count = if events.len() < page_size && (!events.is_empty() || q.offset == 0) {
                 q.offset + events.len()
@@ -297,10 +301,7 @@ impl EventStore for SqliteStore {
         } else {
             q.limit
         };
-        let sql = format!(
-            "SELECT json FROM events WHERE {} ORDER BY time DESC, id DESC LIMIT ?",
-            w.sql()
-        );
+        let sql = type_sql(&w.sql());
         let mut args = w.args;
         args.push(int(limit));
         self.read(|tx| events_of(tx, &sql, args))
@@ -323,5 +324,80 @@ mod tests {
         );
         assert_eq!(json_path(["data", "a\"b"]), None);
         assert_eq!(json_path(["data", ""]), None);
+    }
+
+    fn plan(sql: &str, args: usize) -> String {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .read(|tx| {
+                let mut stmt = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).db()?;
+                let rows = stmt
+                    .query_map(params_from_iter(vec![Value::Null; args]), |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .db()?;
+                Ok(rows.collect::<Result<Vec<_>, _>>().db()?.join("; "))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn event_queries_walk_an_index_in_order_without_sorting() {
+        let some = |v: &str| Some(v.to_string());
+        let cases = [
+            (
+                EventQuery {
+                    keptn_context: some("c"),
+                    ty: some("t"),
+                    project: some("p"),
+                    ..EventQuery::default()
+                },
+                "events_context",
+            ),
+            (
+                EventQuery {
+                    project: some("p"),
+                    ..EventQuery::default()
+                },
+                "events_project",
+            ),
+            (
+                EventQuery {
+                    project: some("p"),
+                    root: true,
+                    ..EventQuery::default()
+                },
+                "events_root_project",
+            ),
+            (
+                EventQuery {
+                    root: true,
+                    ..EventQuery::default()
+                },
+                "events_root_time",
+            ),
+            (EventQuery::default(), "events_time"),
+        ];
+        for (q, index) in cases {
+            let w = event_filter(&q);
+            let p = plan(&page_sql(&w.sql()), w.args.len() + 2);
+            assert!(
+                p.contains(index) && !p.contains("TEMP B-TREE"),
+                "{q:?}: {p}"
+            );
+        }
+        let w = type_filter(&TypeQuery {
+            ty: "t".into(),
+            filter: keelson_core::query::parse_filter("shkeptncontext:c AND data.project:p")
+                .unwrap(),
+            exclude_invalidated: true,
+            from_time: None,
+            limit: 20,
+        });
+        let p = plan(&type_sql(&w.sql()), w.args.len() + 1);
+        assert!(
+            p.contains("events_context") && p.contains("events_triggeredid"),
+            "{p}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 -- Keelson SQLite schema, version 1. Times are milliseconds since the Unix epoch.
 
--- The datastore. `seq` is the insertion order (root ties go to the first stored);
--- `is_root` marks the earliest event of its shkeptncontext.
+-- The datastore. `seq` is the storage order (a new row's seq exceeds every stored
+-- one): of events with equal times the later stored is the newer, and the root
+-- is the first stored. `is_root` marks the root (earliest event) of its shkeptncontext.
 CREATE TABLE events (
     seq            INTEGER PRIMARY KEY,
     id             TEXT    NOT NULL UNIQUE,

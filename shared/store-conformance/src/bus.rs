@@ -224,3 +224,29 @@ pub async fn dead_letters_leave_the_queue_with_their_reason<B: EventBus + Queue>
         .unwrap();
     assert_eq!(receive_ids(&bus, "a", 10).await.0, ["e3"]);
 }
+
+/// `release` makes received, un-acknowledged deliveries available again, from
+/// the oldest released one on (a handler failed transiently and will retry).
+pub async fn released_deliveries_are_handed_out_again<B: EventBus + Queue>(
+    make: &impl Fn(Vec<Subscription>) -> B,
+    _dead_letters: &impl Fn(&B, &str) -> Vec<(KeptnEvent, String)>,
+) {
+    let bus = make(vec![Subscription::new("a", &["sh.keptn.>"])]);
+    let events: Vec<KeptnEvent> = (1..=4)
+        .map(|i| bus_ev(&format!("e{i}"), DEPLOYMENT_FINISHED))
+        .collect();
+    bus.publish(&events).await.unwrap();
+    let (ids, receipts) = receive_ids(&bus, "a", 10).await;
+    assert_eq!(ids, ["e1", "e2", "e3", "e4"]);
+    bus.ack("a", &receipts[..1]).await.unwrap();
+    bus.release("a", &receipts[1..]).await.unwrap();
+    bus.release("a", &[]).await.unwrap();
+    let (again, again_r) = receive_ids(&bus, "a", 10).await;
+    assert_eq!(
+        again,
+        ["e2", "e3", "e4"],
+        "released deliveries come back, acked ones do not"
+    );
+    assert_eq!(again_r, receipts[1..].to_vec(), "with the same receipts");
+    assert!(bus.receive("a", 10).await.unwrap().is_empty());
+}

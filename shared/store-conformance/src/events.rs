@@ -347,8 +347,10 @@ pub async fn root_events_are_the_earliest_of_each_context<S: EventStore>(s: &S) 
     assert_eq!((page.total_count, page.next_offset), (4, None));
 }
 
-/// Newest first; events of equal time by id, descending.
-pub async fn events_come_newest_first_with_ties_broken_by_id<S: EventStore>(s: &S) {
+/// Newest first; of events with equal times the later stored is the newer
+/// (the effects of one step share their time and are stored in causal order).
+/// Type queries use the same order.
+pub async fn events_come_newest_first_with_ties_in_reverse_storage_order<S: EventStore>(s: &S) {
     let x = ("p", "dev", "svc");
     insert(
         s,
@@ -356,15 +358,24 @@ pub async fn events_come_newest_first_with_ties_broken_by_id<S: EventStore>(s: &
             ev("m-1", DEPLOYMENT_TRIGGERED, "c", x, 1000),
             ev("m-3", DEPLOYMENT_TRIGGERED, "c", x, 1000),
             ev("m-0", DEPLOYMENT_TRIGGERED, "c", x, 2000),
+        ],
+    )
+    .await;
+    insert(
+        s,
+        &[
             ev("m-2", DEPLOYMENT_TRIGGERED, "c", x, 1000),
             ev("m-4", DEPLOYMENT_TRIGGERED, "c", x, 500),
         ],
     )
     .await;
-    assert_eq!(
-        query_ids(s, all()).await,
-        ["m-0", "m-3", "m-2", "m-1", "m-4"]
-    );
+    let want = ["m-0", "m-2", "m-3", "m-1", "m-4"];
+    assert_eq!(query_ids(s, all()).await, want);
+    let by_type = s
+        .query_by_type(&type_query(DEPLOYMENT_TRIGGERED, "data.project:p"))
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_type), want);
     let page = s
         .query_events(&EventQuery {
             page_size: 2,
@@ -375,7 +386,7 @@ pub async fn events_come_newest_first_with_ties_broken_by_id<S: EventStore>(s: &
         .unwrap();
     assert_eq!(
         ids(&page.events),
-        ["m-3", "m-2"],
+        ["m-2", "m-3"],
         "ties are split across pages consistently"
     );
 }
@@ -712,7 +723,7 @@ pub async fn purging_deletes_older_events_and_moves_the_root<S: EventStore>(s: &
     assert_eq!(s.purge_events(t(2000)).await.unwrap(), 2);
     assert_eq!(
         query_ids(s, all()).await,
-        ["c3-new", "c1-last", "c1-z", "c1-y"]
+        ["c3-new", "c1-last", "c1-y", "c1-z"]
     );
     let roots = EventQuery {
         root: true,

@@ -75,7 +75,7 @@ macro_rules! __store_cases {
             every_event_query_filter_narrows_the_results,
             time_bounds_are_exclusive,
             root_events_are_the_earliest_of_each_context,
-            events_come_newest_first_with_ties_broken_by_id,
+            events_come_newest_first_with_ties_in_reverse_storage_order,
             pages_are_walked_by_offset_with_a_total_count,
             a_zero_page_size_means_the_default_page_size,
             type_queries_match_any_of_the_values_at_any_path,
@@ -138,6 +138,7 @@ macro_rules! __bus_cases {
             events_no_consumer_subscribed_to_are_dropped,
             deliveries_are_handed_out_once_oldest_first,
             dead_letters_leave_the_queue_with_their_reason,
+            released_deliveries_are_handed_out_again,
         );
     };
     (@expand tests $make:tt $dead:tt; $($name:ident),* $(,)?) => {

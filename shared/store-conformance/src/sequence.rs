@@ -70,11 +70,11 @@ fn executions_of(project: &str) -> ExecutionFilter {
 }
 
 fn expect_err<T: std::fmt::Debug>(r: StoreResult<T>, want: &str) {
-    let ok = match (&r, want) {
-        (Err(StoreError::Conflict), "Conflict") => true,
-        (Err(StoreError::AlreadyApplied), "AlreadyApplied") => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (&r, want),
+        (Err(StoreError::Conflict), "Conflict")
+            | (Err(StoreError::AlreadyApplied), "AlreadyApplied")
+    );
     assert!(ok, "expected {want}, got {r:?}");
 }
 
@@ -323,12 +323,12 @@ pub async fn due_lanes_are_those_whose_wakeup_has_come<S: SequenceStore>(s: &S) 
         v
     };
     assert_eq!(due(999).await, Vec::<LaneKey>::new());
-    assert_eq!(due(1000).await, [a.clone()]);
+    assert_eq!(due(1000).await, vec![a.clone()]);
     assert_eq!(due(5000).await, [a.clone(), b.clone()]);
     Commit::new(&a, 1, &st, "a2").run(s).await.unwrap();
     assert_eq!(
         due(5000).await,
-        [b.clone()],
+        vec![b.clone()],
         "a commit without a wake-up clears it"
     );
 
@@ -453,7 +453,7 @@ pub async fn open_triggers_are_replaced_on_every_lane_commit<S: SequenceStore>(s
     let open = |f: OpenTriggerFilter| async move { s.open_triggers(&f).await.unwrap() };
     let some = |v: &str| Some(v.to_string());
     let dep = || open_of(DEPLOYMENT_TRIGGERED);
-    assert_eq!(open(dep()).await, [d1.clone()]);
+    assert_eq!(open(dep()).await, vec![d1.clone()]);
     for (f, hit) in [
         (
             OpenTriggerFilter {
@@ -526,7 +526,7 @@ pub async fn open_triggers_are_replaced_on_every_lane_commit<S: SequenceStore>(s
     dev.finish_task(s, "c1", 3000).await;
     let t1 = sequence::open_triggers(&dev.state)[0].clone();
     assert_eq!(t1.ty, TEST_TRIGGERED, "fixture: the next task is open");
-    assert_eq!(open(dep()).await, [d2.clone()]);
+    assert_eq!(open(dep()).await, vec![d2.clone()]);
     assert_eq!(open(open_of(TEST_TRIGGERED)).await, [t1]);
 
     dev.apply(

@@ -1,0 +1,406 @@
+//! What only a file can show: data and queued deliveries survive re-opening,
+//! the schema is versioned, and the two connections work side by side.
+
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{
+    EventBus, EventStore, ExecutionFilter, Integration, IntegrationStore, LaneCommit,
+    OpenTriggerFilter, ProjectStore, Queue, ResourceStore, SequenceStore, StoreError, Subscription,
+    Versioned,
+};
+use keelson_core::project::Project;
+use keelson_core::query::EventQuery;
+use keelson_core::resource::{Change, Scope, SHIPYARD_URI};
+use keelson_core::sequence::{self, Config, Input, LaneKey, LaneState, TriggerSpec};
+use keelson_core::shipyard::Task;
+use keelson_core::timestamp::Timestamp;
+use keelson_sqlite::{SqliteStore, SCHEMA_VERSION};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_millis(1_700_000_000_000 + ms)
+}
+
+fn ev(id: &str, ty: &str, ctx: &str, ms: i64) -> KeptnEvent {
+    KeptnEvent::new(
+        id.into(),
+        "test",
+        ty.into(),
+        ctx,
+        json!({"project": "p", "stage": "dev", "service": "carts"}),
+        t(ms),
+    )
+}
+
+fn project() -> Project {
+    Project {
+        name: "p".into(),
+        creation_date: t(0),
+        shipyard: "apiVersion: spec.keptn.sh/0.2.4\nkind: Shipyard\n".into(),
+        shipyard_version: "spec.keptn.sh/0.2.4".into(),
+        stages: vec!["dev".into()],
+        services: vec![],
+        git_remote_url: None,
+        git_user: None,
+    }
+}
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("keelson.db")
+}
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path).expect("open")
+}
+
+#[tokio::test]
+async fn everything_committed_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = LaneKey::new("p", "dev", "carts");
+    let trigger = ev(
+        "seq-1",
+        "sh.keptn.event.dev.delivery.triggered",
+        "ctx-1",
+        10,
+    );
+    let spec = TriggerSpec {
+        tasks: vec![Task {
+            name: "deployment".into(),
+            triggered_after: None,
+            properties: None,
+        }],
+        follow_ups: vec![],
+        gitcommitid: None,
+    };
+    let d = sequence::handle(
+        &LaneState::default(),
+        Input::Trigger {
+            event: &trigger,
+            spec: Ok(spec),
+            paused: false,
+        },
+        t(10),
+        &Config::default(),
+    );
+    let wakeup = sequence::next_wakeup(&d.lane, &Config::default());
+    let integration = Integration {
+        id: "i1".into(),
+        name: "jmeter-service".into(),
+        body: json!({"name": "jmeter-service"}),
+        last_seen: t(5),
+    };
+
+    let (first, second, updated) = {
+        let s = open(&db(&dir));
+        let first = s.create_project(&project(), t(0)).await.unwrap();
+        let dev = Scope {
+            stage: Some("dev".into()),
+            service: None,
+        };
+        let commit = s
+            .write_resources(
+                "p",
+                &dev,
+                &[Change {
+                    uri: "slo.yaml".into(),
+                    content: Some(b"objectives: []".to_vec()),
+                }],
+                t(1),
+            )
+            .await
+            .unwrap();
+        let mut updated = project();
+        updated.services.push(keelson_core::project::Service {
+            name: "carts".into(),
+            creation_date: t(2),
+        });
+        s.update_project(&updated, 1).await.unwrap();
+        s.insert_events(&[
+            trigger.clone(),
+            ev("e2", "sh.keptn.event.deployment.triggered", "ctx-1", 20),
+        ])
+        .await
+        .unwrap();
+        s.commit_lane(LaneCommit {
+            key: &key,
+            expected_version: 0,
+            state: &d.lane,
+            ended: &d.ended,
+            next_wakeup: wakeup,
+            consumer: "shipyard",
+            cause_id: "seq-1",
+            effects: &d.emit,
+        })
+        .await
+        .unwrap();
+        s.record_applied("datastore", "e2", &[]).await.unwrap();
+        s.set_paused("p", "ctx-9", Some("dev"), true).await.unwrap();
+        s.put_integration(&integration).await.unwrap();
+        (first, commit, updated)
+    };
+
+    let s = open(&db(&dir));
+    assert_eq!(
+        s.get_project("p").await.unwrap(),
+        Some(Versioned {
+            version: 2,
+            value: updated
+        })
+    );
+    assert_eq!(s.latest_commit("p").await.unwrap(), Some(second.clone()));
+    let dev = Scope {
+        stage: Some("dev".into()),
+        service: None,
+    };
+    let slo = s
+        .read_resource("p", &dev, "slo.yaml", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (slo.content, slo.version),
+        (b"objectives: []".to_vec(), second.clone())
+    );
+    let shipyard = s
+        .read_resource("p", &Scope::project(), SHIPYARD_URI, Some(&first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shipyard.version, first);
+
+    let page = s
+        .query_events(&EventQuery {
+            page_size: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["e2", "seq-1"]
+    );
+    let roots = s
+        .query_events(&EventQuery {
+            root: true,
+            page_size: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(roots.events, vec![trigger.clone()]);
+    assert_eq!(
+        s.insert_events(&[trigger]).await.unwrap(),
+        0,
+        "ids stay known"
+    );
+
+    assert_eq!(
+        s.load_lane(&key).await.unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: d.lane.clone()
+        })
+    );
+    assert_eq!(
+        s.applied_effects("shipyard", "seq-1").await.unwrap(),
+        Some(d.emit.clone())
+    );
+    assert!(!s.record_applied("datastore", "e2", &[]).await.unwrap());
+    assert_eq!(
+        s.due_lanes(wakeup.unwrap()).await.unwrap(),
+        vec![key.clone()]
+    );
+    let execs = s
+        .list_executions(&ExecutionFilter {
+            project: "p".into(),
+            active_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(execs, d.lane.executions);
+    let open_triggers = s
+        .open_triggers(&OpenTriggerFilter {
+            ty: "sh.keptn.event.deployment.triggered".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open_triggers.len(), 1);
+    assert!(s.is_paused("p", "ctx-9", "dev").await.unwrap());
+    assert_eq!(s.get_integration("i1").await.unwrap(), Some(integration));
+}
+
+#[tokio::test]
+async fn unacknowledged_deliveries_are_handed_out_again_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let subs = || vec![Subscription::new("shipyard", &["sh.keptn.event.>"])];
+    let events: Vec<KeptnEvent> = (1..=4)
+        .map(|i| ev(&format!("e{i}"), "sh.keptn.event.test.finished", "ctx", i))
+        .collect();
+
+    let receipts = {
+        let store = open(&db(&dir));
+        let bus = store.bus(subs());
+        bus.publish(&events).await.unwrap();
+        let got = bus.receive("shipyard", 10).await.unwrap();
+        assert_eq!(got.len(), 4);
+        // Another bus of the same store does not hand them out again.
+        assert!(store
+            .bus(subs())
+            .receive("shipyard", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        bus.ack("shipyard", &[got[0].receipt]).await.unwrap();
+        bus.dead_letter("shipyard", got[1].receipt, "poison")
+            .await
+            .unwrap();
+        assert_eq!(bus.pending("shipyard").unwrap(), 2);
+        got.iter().map(|d| d.receipt).collect::<Vec<_>>()
+    };
+
+    let store = open(&db(&dir));
+    let bus = store.bus(subs());
+    assert_eq!(bus.pending("shipyard").unwrap(), 2);
+    let again = bus.receive("shipyard", 10).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|d| (d.receipt, d.event.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (receipts[2], events[2].clone()),
+            (receipts[3], events[3].clone())
+        ],
+        "the unacknowledged deliveries, with their receipts"
+    );
+    assert!(bus.receive("shipyard", 10).await.unwrap().is_empty());
+    assert_eq!(
+        bus.dead_letters("shipyard").unwrap(),
+        vec![(events[1].clone(), "poison".to_string())]
+    );
+
+    bus.ack("shipyard", &[receipts[2], receipts[3]])
+        .await
+        .unwrap();
+    bus.publish(&[ev("e5", "sh.keptn.event.test.finished", "ctx", 5)])
+        .await
+        .unwrap();
+    let fresh = bus.receive("shipyard", 10).await.unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert!(fresh[0].receipt > receipts[3], "receipts are never reused");
+    bus.ack("shipyard", &[fresh[0].receipt]).await.unwrap();
+    drop((bus, store));
+
+    let bus = open(&db(&dir)).bus(subs());
+    assert!(
+        bus.receive("shipyard", 10).await.unwrap().is_empty(),
+        "acknowledged deliveries are gone for good"
+    );
+    assert_eq!(bus.pending("shipyard").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_file_is_versioned_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&db(&dir)));
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(conn);
+
+    // Re-opening an up-to-date file keeps its data and version.
+    let s = open(&db(&dir));
+    s.create_project(&project(), t(0)).await.unwrap();
+    drop(s);
+    assert!(open(&db(&dir)).get_project("p").await.unwrap().is_some());
+
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    match SqliteStore::open(db(&dir)) {
+        Err(
+            e @ StoreError::Backend {
+                transient: false, ..
+            },
+        ) => {
+            assert!(e.to_string().contains("schema version"), "{e}")
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_readers_do_not_interfere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    let bus = store.bus(vec![Subscription::new("datastore", &["sh.keptn.>"])]);
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (store, bus) = (store.clone(), bus.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let e = ev(
+                    &format!("w{w}-{i}"),
+                    "sh.keptn.event.test.finished",
+                    &format!("ctx-{w}"),
+                    i,
+                );
+                bus.publish(std::slice::from_ref(&e)).await.unwrap();
+                store.insert_events(&[e]).await.unwrap();
+            }
+        }));
+    }
+    for r in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let q = EventQuery {
+                    keptn_context: Some(format!("ctx-{r}")),
+                    page_size: 100,
+                    ..Default::default()
+                };
+                let page = store.query_events(&q).await.unwrap();
+                assert_eq!(page.total_count, page.events.len());
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let page = store
+        .query_events(&EventQuery {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 200);
+    let mut delivered = 0;
+    loop {
+        let got = bus.receive("datastore", 64).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        delivered += got.len();
+        bus.ack(
+            "datastore",
+            &got.iter().map(|d| d.receipt).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(delivered, 200);
+}
