@@ -153,3 +153,36 @@ async fn a_hard_restart_in_the_middle_of_a_sequence_loses_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn functions_split_across_two_processes_share_one_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let c = Client::new(&format!("http://127.0.0.1:{port}/api"), "restart-token");
+    let mut api = serve_functions(dir.path(), port, "api");
+    ready(&c).await;
+    let mut workers = serve_functions(dir.path(), 0, "shipyard,datastore");
+    c.create_project("rs", SHIPYARD).await.unwrap();
+    c.create_service("rs", "svc").await.unwrap();
+    let ctx = c
+        .send_event(&json!({"type": "sh.keptn.event.dev.delivery.triggered", "data": {"project": "rs", "stage": "dev", "service": "svc"}}))
+        .await
+        .unwrap();
+    for task in ["deployment", "test", "release"] {
+        let t = open(&c, task, &ctx, "dev").await;
+        answer(&c, &t, "started").await;
+        answer(&c, &t, "finished").await;
+    }
+    open(&c, "deployment", &ctx, "hardening").await;
+    let stored = wait_for(Duration::from_secs(20), || async {
+        let v = c.get(&format!("/mongodb-datastore/event?keptnContext={ctx}&type=sh.keptn.event.dev.delivery.finished")).await?;
+        Ok((v["totalCount"] == json!(1)).then_some(v))
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored["events"][0]["source"], json!("shipyard-controller"));
+    for p in [&mut api, &mut workers] {
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+}

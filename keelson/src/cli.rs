@@ -519,7 +519,11 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     }
     let node = Node::start(opts).await?;
     println!("Keelson is running.");
-    println!("  API:    {}", node.api_url());
+    if a.functions.contains("api") {
+        println!("  API:    {}", node.api_url());
+    } else {
+        println!("  API:    not in this process (functions: {})", a.functions);
+    }
     match &dir {
         Some(d) => println!("  Store:  {}", d.join("keelson.db").display()),
         None => println!("  Store:  memory (nothing is kept when this process ends)"),

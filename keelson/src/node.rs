@@ -140,11 +140,15 @@ impl Node {
 
     /// Starts a node.
     pub async fn start(opts: NodeOptions) -> anyhow::Result<Node> {
+        // With a shared SQLite file the functions may run in several processes
+        // (`--functions`), so every process publishes for all of the control
+        // plane's consumers; in memory only this process's consumers exist.
+        let shared = matches!(opts.store, StoreChoice::Sqlite(_));
         let mut subs = vec![];
-        if opts.functions.shipyard {
+        if opts.functions.shipyard || shared {
             subs.push(keelson_shipyard::subscription());
         }
-        if opts.functions.datastore {
+        if opts.functions.datastore || shared {
             subs.push(keelson_datastore::subscription());
         }
         for t in &opts.echo_tasks {
@@ -350,11 +354,12 @@ where
         }));
     }
 
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", opts.listen))?;
-    let addr = listener.local_addr()?;
+    let mut addr = opts.listen;
     if opts.functions.api {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("binding the API to {}", opts.listen))?;
+        addr = listener.local_addr()?;
         let api = Arc::new(keelson_api::Api {
             orch: orch.clone(),
             token: opts.token.clone(),
@@ -369,8 +374,6 @@ where
                 tracing::error!(error = %e, "API server stopped");
             }
         }));
-    } else {
-        drop(listener);
     }
     Ok(Node {
         addr,
@@ -402,7 +405,9 @@ where
             }
         };
         if batch.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            // Woken at once by publishers in this process; publishers in other
+            // processes sharing the file are seen on the next poll.
+            let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
             continue;
         }
         let receipts: Vec<u64> = batch.iter().map(|d| d.receipt).collect();

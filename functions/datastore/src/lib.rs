@@ -43,3 +43,59 @@ pub async fn apply_retention<S: EventStore, C: Clock>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_core::ports::ManualClock;
+    use keelson_core::query::EventQuery;
+    use keelson_memory::MemoryStore;
+
+    fn ev(id: &str, ms: i64) -> KeptnEvent {
+        KeptnEvent::new(
+            id.into(),
+            "t",
+            "sh.keptn.event.test.finished".into(),
+            "ctx",
+            serde_json::json!({"project": "p"}),
+            Timestamp::from_millis(ms),
+        )
+    }
+
+    #[tokio::test]
+    async fn events_are_stored_once_and_retention_deletes_only_expired_ones() {
+        let store = MemoryStore::new();
+        assert_eq!(
+            store_events(&store, &[ev("a", 1_000), ev("b", 50_000)])
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store_events(&store, &[ev("a", 1_000)]).await.unwrap(),
+            0,
+            "a redelivered event is stored once"
+        );
+        let clock = ManualClock::at(Timestamp::from_millis(60_000));
+        let keep_all = Config { retention_ms: None };
+        assert_eq!(apply_retention(&store, &clock, &keep_all).await.unwrap(), 0);
+        let cfg = Config {
+            retention_ms: Some(30_000),
+        };
+        assert_eq!(apply_retention(&store, &clock, &cfg).await.unwrap(), 1);
+        let left = store
+            .query_events(&EventQuery {
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.events
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
+    }
+}
