@@ -27,21 +27,46 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn serve(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(keelson_bin())
-        .args([
-            "serve",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .env("KEELSON_API_TOKEN", "restart-token")
-        .env("KEELSON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+/// Kills the server when the test ends, even by a panic (an orphan would keep
+/// the test's output pipe open and hang the test runner).
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(dir: &std::path::Path, port: u16) -> Server {
+    serve_functions(dir, port, "api,shipyard,datastore")
+}
+
+fn serve_functions(dir: &std::path::Path, port: u16, functions: &str) -> Server {
+    Server(
+        Command::new(keelson_bin())
+            .args([
+                "serve",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--functions",
+                functions,
+            ])
+            .env("KEELSON_API_TOKEN", "restart-token")
+            .env("KEELSON_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn ready(c: &Client) {
@@ -104,8 +129,7 @@ async fn a_hard_restart_in_the_middle_of_a_sequence_loses_nothing() {
     let test = open(&c, "test", &ctx, "dev").await;
     answer(&c, &test, "started").await;
     // Killed without warning (SIGKILL), in the middle of the test task.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let mut child = serve(dir.path(), port);
     ready(&c).await;
@@ -150,8 +174,7 @@ async fn a_hard_restart_in_the_middle_of_a_sequence_loses_nothing() {
     ] {
         assert!(types.contains(&t), "{t} lost across the restart: {types:?}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 #[tokio::test]
@@ -181,8 +204,6 @@ async fn functions_split_across_two_processes_share_one_data_directory() {
     .await
     .unwrap();
     assert_eq!(stored["events"][0]["source"], json!("shipyard-controller"));
-    for p in [&mut api, &mut workers] {
-        p.kill().unwrap();
-        p.wait().unwrap();
-    }
+    api.kill();
+    workers.kill();
 }
