@@ -17,6 +17,7 @@ pub struct SqliteBus {
     store: SqliteStore,
     /// Consumers with all their patterns, in first-subscription order.
     consumers: Arc<Vec<Subscription>>,
+    group: Arc<GroupCommit>,
 }
 
 impl SqliteBus {
@@ -31,6 +32,7 @@ impl SqliteBus {
         SqliteBus {
             store,
             consumers: Arc::new(consumers),
+            group: Arc::default(),
         }
     }
 
@@ -69,30 +71,86 @@ impl SqliteBus {
     }
 }
 
+/// Publishes waiting for the group commit that carries their rows.
+type Waiter = (
+    Vec<(String, String)>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
+/// Group commit: concurrent publishes are written in one transaction. The
+/// first publisher to find no writer becomes the leader and writes every
+/// waiting publish until none is left; the others just wait for the outcome.
+/// Under load this turns one transaction per API request into one per batch.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    waiting: std::sync::Mutex<Vec<Waiter>>,
+    leader: std::sync::atomic::AtomicBool,
+}
+
+impl SqliteBus {
+    fn write_rows(&self, batch: &[Waiter]) -> StoreResult<()> {
+        self.store.write(|tx| {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
+                .db()?;
+            for (rows, _) in batch {
+                for (consumer, json) in rows {
+                    insert.execute([consumer.as_str(), json.as_str()]).db()?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn lead(&self) {
+        use std::sync::atomic::Ordering;
+        let gc = &self.group;
+        loop {
+            let batch: Vec<Waiter> = std::mem::take(&mut *lock(&gc.waiting));
+            if batch.is_empty() {
+                gc.leader.store(false, Ordering::SeqCst);
+                // A publish may have queued between the take and the release.
+                if lock(&gc.waiting).is_empty() || gc.leader.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            let outcome = self.write_rows(&batch).map_err(|e| e.to_string());
+            for (_, reply) in batch {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+    }
+}
+
 impl EventBus for SqliteBus {
     async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
-        let rows: Vec<(&str, String)> = events
+        use std::sync::atomic::Ordering;
+        let rows: Vec<(String, String)> = events
             .iter()
             .flat_map(|ev| {
                 let json = ev.to_json();
                 self.consumers
                     .iter()
                     .filter(|s| s.matches(&ev.ty))
-                    .map(move |s| (s.consumer.as_str(), json.clone()))
+                    .map(move |s| (s.consumer.clone(), json.clone()))
             })
             .collect();
         if rows.is_empty() {
             return Ok(());
         }
-        self.store.write(|tx| {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
-                .db()?;
-            for (consumer, json) in &rows {
-                insert.execute([consumer, &json.as_str()]).db()?;
-            }
-            Ok(())
-        })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.group.waiting).push((rows, tx));
+        if !self.group.leader.swap(true, Ordering::SeqCst) {
+            self.lead();
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(crate::transient_msg(format!("publishing failed: {msg}"))),
+            Err(_) => Err(crate::transient_msg(
+                "publishing was interrupted".to_string(),
+            )),
+        }
     }
 }
 

@@ -404,3 +404,50 @@ async fn concurrent_writers_and_readers_do_not_interfere() {
     }
     assert_eq!(delivered, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_are_group_committed_each_once_in_per_publisher_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keelson_sqlite::SqliteStore::open(dir.path().join("k.db")).unwrap();
+    let bus = store.bus(vec![keelson_core::ports::Subscription::new(
+        "c",
+        &["sh.keptn.>"],
+    )]);
+    let mut handles = vec![];
+    for p in 0..16 {
+        let bus = bus.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let e = keelson_core::KeptnEvent::new(
+                    format!("p{p}-{i:02}"),
+                    "t",
+                    "sh.keptn.event.test.finished".into(),
+                    "ctx",
+                    serde_json::json!({}),
+                    keelson_core::Timestamp::from_millis(1),
+                );
+                keelson_core::ports::EventBus::publish(&bus, &[e])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let got = keelson_core::ports::Queue::receive(&bus, "c", 1000)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 16 * 25);
+    for p in 0..16 {
+        let mine: Vec<&str> = got
+            .iter()
+            .map(|d| d.event.id.as_str())
+            .filter(|id| id.starts_with(&format!("p{p}-")))
+            .collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(mine, sorted, "publisher {p}'s events keep their order");
+        assert_eq!(mine.len(), 25);
+    }
+}
