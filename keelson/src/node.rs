@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -248,7 +248,7 @@ where
         let q = queue.clone();
         let w = wake[keelson_shipyard::CONSUMER].clone();
         tasks.push(tokio::spawn(async move {
-            consume(q, keelson_shipyard::CONSUMER, w, move |batch: Vec<KeptnEvent>| {
+            consume(q, keelson_shipyard::CONSUMER, w, Duration::ZERO, move |batch: Vec<KeptnEvent>| {
                 let o = o.clone();
                 async move {
                     let mut done = 0;
@@ -291,6 +291,9 @@ where
                 q,
                 keelson_datastore::CONSUMER,
                 w,
+                // Stored events become queryable a few ms later; in exchange
+                // the datastore writes fewer, larger transactions.
+                Duration::from_millis(3),
                 move |batch: Vec<KeptnEvent>| {
                     let st = st.clone();
                     async move {
@@ -333,23 +336,29 @@ where
         let delay = opts.echo_delay;
         tasks.push(tokio::spawn(async move {
             let name = consumer.clone();
-            consume(q, &name, w, move |batch: Vec<KeptnEvent>| {
-                let b = b.clone();
-                let clock = clock.clone();
-                async move {
-                    for ev in &batch {
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
+            consume(
+                q,
+                &name,
+                w,
+                Duration::ZERO,
+                move |batch: Vec<KeptnEvent>| {
+                    let b = b.clone();
+                    let clock = clock.clone();
+                    async move {
+                        for ev in &batch {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let out = executors::echo(ev, clock.now());
+                            if let Err(e) = b.publish(&out).await {
+                                tracing::warn!(error = %e, "echo executor: will retry");
+                                return Err((0, None));
+                            }
                         }
-                        let out = executors::echo(ev, clock.now());
-                        if let Err(e) = b.publish(&out).await {
-                            tracing::warn!(error = %e, "echo executor: will retry");
-                            return Err((0, None));
-                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
+                },
+            )
             .await
         }));
     }
@@ -387,14 +396,39 @@ where
 /// batch, handle it, acknowledge what succeeded; a poison event (Invalid)
 /// goes to the dead letters, anything else is retried after a pause.
 /// The handler returns `Err((handled, poison_reason))` on failure.
-async fn consume<Q, F, Fut>(queue: Q, consumer: &str, wake: Arc<Notify>, handler: F)
-where
+async fn consume<Q, F, Fut>(
+    queue: Q,
+    consumer: &str,
+    wake: Arc<Notify>,
+    linger: Duration,
+    handler: F,
+) where
     Q: Queue,
     F: Fn(Vec<KeptnEvent>) -> Fut,
     Fut: std::future::Future<Output = Result<(), (usize, Option<String>)>>,
 {
     const BATCH: usize = 256;
+    // Acknowledgements are written in batches: each ack is a SQLite commit, and
+    // under load one commit per small batch dominated the ingest cost. A
+    // processed but not yet acknowledged event is only redelivered after a crash,
+    // where the consumers' dedupe makes it harmless.
+    const ACK_BATCH: usize = 512;
+    const ACK_EVERY: Duration = Duration::from_millis(100);
     let mut backoff = Duration::from_millis(50);
+    let mut acks: Vec<u64> = Vec::new();
+    let mut last_ack = Instant::now();
+    let flush = |acks: &mut Vec<u64>, last: &mut Instant| {
+        let done = std::mem::take(acks);
+        *last = Instant::now();
+        let q = queue.clone();
+        async move {
+            if !done.is_empty() {
+                if let Err(e) = q.ack(consumer, &done).await {
+                    tracing::warn!(consumer, error = %e, "ack failed");
+                }
+            }
+        }
+    };
     loop {
         let batch = match queue.receive(consumer, BATCH).await {
             Ok(b) => b,
@@ -405,22 +439,30 @@ where
             }
         };
         if batch.is_empty() {
+            flush(&mut acks, &mut last_ack).await;
             // Woken at once by publishers in this process; publishers in other
             // processes sharing the file are seen on the next poll.
             let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
             continue;
         }
+        let small = batch.len() < BATCH / 4;
         let receipts: Vec<u64> = batch.iter().map(|d| d.receipt).collect();
         let events: Vec<KeptnEvent> = batch.into_iter().map(|d| d.event).collect();
         match handler(events).await {
             Ok(()) => {
-                if let Err(e) = queue.ack(consumer, &receipts).await {
-                    tracing::warn!(consumer, error = %e, "ack failed");
+                acks.extend_from_slice(&receipts);
+                if acks.len() >= ACK_BATCH || last_ack.elapsed() >= ACK_EVERY {
+                    flush(&mut acks, &mut last_ack).await;
                 }
                 backoff = Duration::from_millis(50);
+                if small && !linger.is_zero() {
+                    // Let a few more events gather: fewer, larger transactions under load.
+                    tokio::time::sleep(linger).await;
+                }
             }
             Err((done, poison)) => {
-                let _ = queue.ack(consumer, &receipts[..done]).await;
+                acks.extend_from_slice(&receipts[..done]);
+                flush(&mut acks, &mut last_ack).await;
                 if let Some(reason) = poison {
                     tracing::warn!(consumer, reason = %reason, "dead-lettering an event");
                     let _ = queue.dead_letter(consumer, receipts[done], &reason).await;
