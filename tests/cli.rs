@@ -101,6 +101,9 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
     );
     assert_eq!(t["data"]["labels"]["build"], "7");
 
+    n.events_with(&ctx, "sh.keptn.event.dev.delivery.triggered")
+        .await
+        .unwrap();
     let (pause, get_seq, get_ev, bad_file, bad_sy, bad_token) = tokio::task::spawn_blocking({
         let n_url = n.node.api_url();
         let ctx = ctx.clone();

@@ -147,7 +147,10 @@ async fn a_failing_task_ends_the_stage_and_fires_the_rollback_sequence() {
         .await
         .unwrap();
     let st = n.wait_state("rb", &ctx, "finished").await.unwrap();
-    let evs = n.events(&ctx).await.unwrap();
+    let evs = n
+        .events_with(&ctx, "sh.keptn.event.hardening.rollback.finished")
+        .await
+        .unwrap();
     let fin = evs
         .iter()
         .find(|e| e["type"] == json!("sh.keptn.event.hardening.delivery.finished"))
@@ -214,7 +217,10 @@ async fn pause_holds_the_next_task_resume_continues_and_abort_ends_the_sequence(
     n.client.control("ctl", &ctx, "abort", None).await.unwrap();
     n.wait_state("ctl", &ctx, "aborted").await.unwrap();
     assert!(n.open("test", "ctl").await.unwrap().is_empty());
-    let evs = n.events(&ctx).await.unwrap();
+    let evs = n
+        .events_with(&ctx, "sh.keptn.event.dev.delivery.finished")
+        .await
+        .unwrap();
     let fin = evs
         .iter()
         .find(|e| e["type"] == json!("sh.keptn.event.dev.delivery.finished"))
@@ -261,7 +267,10 @@ async fn a_task_that_never_starts_times_the_sequence_out_on_the_test_clock() {
     );
     clock.advance_ms(1_000);
     n.wait_state("to", &ctx, "timedOut").await.unwrap();
-    let evs = n.events(&ctx).await.unwrap();
+    let evs = n
+        .events_with(&ctx, "sh.keptn.event.dev.delivery.finished")
+        .await
+        .unwrap();
     let fin = evs
         .iter()
         .find(|e| e["type"] == json!("sh.keptn.event.dev.delivery.finished"))

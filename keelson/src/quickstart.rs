@@ -92,6 +92,7 @@ pub async fn run(port: u16, keep_running: bool) -> anyhow::Result<()> {
 async fn watch(c: &Client, ctx: &str, limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_types: HashSet<String> = HashSet::new();
     loop {
         if start.elapsed() > limit {
             bail!("gave up after {}s", limit.as_secs());
@@ -122,6 +123,7 @@ async fn watch(c: &Client, ctx: &str, limit: Duration) -> anyhow::Result<()> {
                 continue;
             }
             let ty = e.get("type").and_then(Value::as_str).unwrap_or_default();
+            seen_types.insert(ty.to_string());
             let stage = e
                 .pointer("/data/stage")
                 .and_then(Value::as_str)
@@ -138,13 +140,9 @@ async fn watch(c: &Client, ctx: &str, limit: Duration) -> anyhow::Result<()> {
             );
         }
         let state = st.get("state").and_then(Value::as_str).unwrap_or_default();
-        let prod_done = st.get("stages").and_then(Value::as_array).is_some_and(|s| {
-            s.iter().any(|x| {
-                x.get("name") == Some(&json!("production"))
-                    && x.get("state") != Some(&json!("triggered"))
-            })
-        });
-        if state == "finished" && prod_done {
+        // Done once the last stage's .finished is stored (and so printed above).
+        if state == "finished" && seen_types.contains("sh.keptn.event.production.delivery.finished")
+        {
             return Ok(());
         }
         if matches!(state, "aborted" | "timedOut") {

@@ -244,6 +244,17 @@ impl TestNode {
         Ok(t)
     }
 
+    /// Waits until the datastore holds an event of `ty` in the context; returns the
+    /// context's events, oldest first (the datastore stores a few ms after publishing).
+    pub async fn events_with(&self, ctx: &str, ty: &str) -> anyhow::Result<Vec<Value>> {
+        wait_for(Duration::from_secs(20), || async {
+            let evs = self.events(ctx).await?;
+            Ok(evs.iter().any(|e| e["type"] == json!(ty)).then_some(evs))
+        })
+        .await
+        .map_err(|e| anyhow!("{ty} never stored for {ctx}: {e}"))
+    }
+
     /// Events of a context from the datastore, oldest first.
     pub async fn events(&self, ctx: &str) -> anyhow::Result<Vec<Value>> {
         let mut out = vec![];
