@@ -94,6 +94,9 @@ struct ServeArgs {
     /// Delete stored events older than this (Go duration, e.g. 720h; off when unset).
     #[arg(long, env = "KEELSON_RETENTION")]
     retention: Option<String>,
+    /// How long applied event ids are remembered for deduplication (Go duration).
+    #[arg(long, default_value = "360h", env = "KEELSON_DEDUPE_WINDOW")]
+    dedupe_window: String,
 }
 
 #[derive(Args)]
@@ -513,6 +516,8 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64)))
         .transpose()?;
+    opts.dedupe_window =
+        Duration::from_millis(duration_ms("dedupe-window", &a.dedupe_window)? as u64);
     if a.demo {
         opts.echo_tasks = vec!["deployment".into(), "test".into(), "release".into()];
         opts.echo_delay = Duration::from_millis(300);

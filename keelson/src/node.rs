@@ -92,6 +92,10 @@ pub struct NodeOptions {
     pub sequence: SequenceConfig,
     /// Datastore retention; `None` keeps everything.
     pub retention: Option<Duration>,
+    /// How long consumers remember applied event ids (redeliveries older than
+    /// this are no longer recognised). Default 15 days: longer than any queue
+    /// Keelson runs on keeps a message (SQS: 14 days at most).
+    pub dedupe_window: Duration,
     /// How often timers are checked.
     pub tick_interval: Duration,
     /// The clock (tests pass a manual one).
@@ -115,6 +119,7 @@ impl NodeOptions {
             echo_delay: Duration::from_millis(0),
             sequence: SequenceConfig::default(),
             retention: None,
+            dedupe_window: Duration::from_secs(15 * 24 * 3600),
             tick_interval: Duration::from_millis(200),
             clock: Arc::new(keelson_core::ports::SystemClock),
             observer: None,
@@ -270,6 +275,23 @@ where
                 }
             })
             .await
+        }));
+        let st = store.clone();
+        let clock = opts.clock.clone();
+        let window = opts.dedupe_window;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let before = clock.now().minus(time_of(window));
+                match keelson_core::ports::SequenceStore::purge_applied(&st, before).await {
+                    Ok(n) if n > 0 => tracing::info!(
+                        forgotten = n,
+                        "applied-event records past the dedupe window removed"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning applied-event records failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
         }));
         let o = orch.clone();
         let every = opts.tick_interval;
@@ -475,4 +497,8 @@ async fn consume<Q, F, Fut>(
             }
         }
     }
+}
+
+fn time_of(d: Duration) -> time::Duration {
+    time::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

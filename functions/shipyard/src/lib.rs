@@ -176,7 +176,11 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
     ) -> Result<(), StoreError> {
         if d.lane == *before && d.ended.is_empty() {
             // Effects without a state change (a trigger that cannot start): record them only.
-            return if self.store.record_applied(CONSUMER, cause, &d.emit).await? {
+            return if self
+                .store
+                .record_applied(CONSUMER, cause, &d.emit, self.clock.now())
+                .await?
+            {
                 Ok(())
             } else {
                 Err(StoreError::AlreadyApplied)
@@ -192,6 +196,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 consumer: CONSUMER,
                 cause_id: cause,
                 effects: &d.emit,
+                now: self.clock.now(),
             })
             .await
     }
@@ -387,6 +392,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                             consumer: CONSUMER,
                             cause_id: &cause_id,
                             effects: &[],
+                            now: self.clock.now(),
                         })
                         .await
                     {

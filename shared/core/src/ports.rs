@@ -102,6 +102,8 @@ pub struct LaneCommit<'a> {
     pub cause_id: &'a str,
     /// Events to publish.
     pub effects: &'a [KeptnEvent],
+    /// When the cause was applied (applied records are pruned by age).
+    pub now: Timestamp,
 }
 
 /// Filter of stored executions.
@@ -231,13 +233,17 @@ pub trait SequenceStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<Versioned<LaneState>>>> + Send;
     /// Atomically writes a [`LaneCommit`].
     fn commit_lane(&self, c: LaneCommit<'_>) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Records that `consumer` applied `cause_id` with `effects` and no state change; false if it already had.
+    /// Records that `consumer` applied `cause_id` at `now` with `effects` and no state change; false if it already had.
     fn record_applied(
         &self,
         consumer: &str,
         cause_id: &str,
         effects: &[KeptnEvent],
+        now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Forgets applied records older than `before` (after the dedupe window no
+    /// queue can still redeliver their events). Returns how many.
+    fn purge_applied(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
     /// The effects stored when `consumer` applied `cause_id`, if it did.
     fn applied_effects(
         &self,

@@ -33,7 +33,7 @@ struct State {
     events: Events,
     projects: BTreeMap<String, ProjectRec>,
     lanes: BTreeMap<LaneKey, LaneRec>,
-    applied: HashMap<(String, String), Vec<KeptnEvent>>,
+    applied: HashMap<(String, String), (Vec<KeptnEvent>, Timestamp)>,
     executions: HashMap<String, ExecRec>,
     open_triggers: BTreeMap<LaneKey, Vec<KeptnEvent>>,
     /// (project, context, stage); `""` marks the whole context.
@@ -446,7 +446,7 @@ impl SequenceStore for MemoryStore {
                 next_wakeup: c.next_wakeup,
             },
         );
-        st.applied.insert(applied_key, c.effects.to_vec());
+        st.applied.insert(applied_key, (c.effects.to_vec(), c.now));
         for e in c.state.executions.iter().chain(c.ended) {
             st.executions.insert(
                 e.id.clone(),
@@ -469,14 +469,22 @@ impl SequenceStore for MemoryStore {
         consumer: &str,
         cause_id: &str,
         effects: &[KeptnEvent],
+        now: Timestamp,
     ) -> StoreResult<bool> {
         let mut st = lock(&self.inner);
         let key = (consumer.to_string(), cause_id.to_string());
         if st.applied.contains_key(&key) {
             return Ok(false);
         }
-        st.applied.insert(key, effects.to_vec());
+        st.applied.insert(key, (effects.to_vec(), now));
         Ok(true)
+    }
+
+    async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut st = lock(&self.inner);
+        let n = st.applied.len();
+        st.applied.retain(|_, (_, at)| *at >= before);
+        Ok((n - st.applied.len()) as u64)
     }
 
     async fn applied_effects(
@@ -488,7 +496,7 @@ impl SequenceStore for MemoryStore {
         Ok(st
             .applied
             .get(&(consumer.to_string(), cause_id.to_string()))
-            .cloned())
+            .map(|(effects, _)| effects.clone()))
     }
 
     async fn due_lanes(&self, now: Timestamp) -> StoreResult<Vec<LaneKey>> {

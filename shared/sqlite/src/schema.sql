@@ -63,11 +63,13 @@ CREATE TABLE lanes (
 CREATE INDEX lanes_wakeup ON lanes (next_wakeup) WHERE next_wakeup IS NOT NULL;
 
 CREATE TABLE applied (
-    consumer TEXT NOT NULL,
-    cause_id TEXT NOT NULL,
-    effects  TEXT NOT NULL,
+    consumer   TEXT    NOT NULL,
+    cause_id   TEXT    NOT NULL,
+    effects    TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL,
     PRIMARY KEY (consumer, cause_id)
 ) WITHOUT ROWID;
+CREATE INDEX applied_age ON applied (applied_at);
 
 CREATE TABLE executions (
     id            TEXT    PRIMARY KEY,

@@ -106,10 +106,12 @@ impl SequenceStore for SqliteStore {
                 c.next_wakeup.map(Timestamp::millis),
             ])
             .db()?;
-            tx.prepare_cached("INSERT INTO applied (consumer, cause_id, effects) VALUES (?1, ?2, ?3)")
-                .db()?
-                .execute([c.consumer, c.cause_id, &effects])
-                .db()?;
+            tx.prepare_cached(
+                "INSERT INTO applied (consumer, cause_id, effects, applied_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .db()?
+            .execute(params![c.consumer, c.cause_id, effects, c.now.millis()])
+            .db()?;
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO executions \
@@ -168,17 +170,29 @@ impl SequenceStore for SqliteStore {
         consumer: &str,
         cause_id: &str,
         effects: &[KeptnEvent],
+        now: Timestamp,
     ) -> StoreResult<bool> {
         let effects = to_json(&effects)?;
         self.write(|tx| {
             let n = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO applied (consumer, cause_id, effects) VALUES (?1, ?2, ?3)",
+                    "INSERT OR IGNORE INTO applied (consumer, cause_id, effects, applied_at) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .db()?
-                .execute([consumer, cause_id, &effects])
+                .execute(params![consumer, cause_id, effects, now.millis()])
                 .db()?;
             Ok(n == 1)
+        })
+    }
+
+    async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM applied WHERE applied_at < ?1")
+                .db()?
+                .execute([before.millis()])
+                .db()?;
+            Ok(n as u64)
         })
     }
 

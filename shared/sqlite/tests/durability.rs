@@ -130,10 +130,13 @@ async fn everything_committed_survives_reopening_the_file() {
             consumer: "shipyard",
             cause_id: "seq-1",
             effects: &d.emit,
+            now: Timestamp::from_millis(1_000),
         })
         .await
         .unwrap();
-        s.record_applied("datastore", "e2", &[]).await.unwrap();
+        s.record_applied("datastore", "e2", &[], Timestamp::from_millis(1_000))
+            .await
+            .unwrap();
         s.set_paused("p", "ctx-9", Some("dev"), true).await.unwrap();
         s.put_integration(&integration).await.unwrap();
         (first, commit, updated)
@@ -208,7 +211,10 @@ async fn everything_committed_survives_reopening_the_file() {
         s.applied_effects("shipyard", "seq-1").await.unwrap(),
         Some(d.emit.clone())
     );
-    assert!(!s.record_applied("datastore", "e2", &[]).await.unwrap());
+    assert!(!s
+        .record_applied("datastore", "e2", &[], Timestamp::from_millis(1_000))
+        .await
+        .unwrap());
     assert_eq!(
         s.due_lanes(wakeup.unwrap()).await.unwrap(),
         vec![key.clone()]

@@ -163,6 +163,7 @@ impl Lane {
             consumer: "shipyard",
             cause_id: cause,
             effects: &d.emit,
+            now: Timestamp::from_millis(1_000),
         })
         .await
         .expect("commit_lane");

@@ -50,6 +50,7 @@ impl<'a> Commit<'a> {
             consumer: self.consumer,
             cause_id: self.cause_id,
             effects: self.effects,
+            now: Timestamp::from_millis(1_000),
         })
         .await
     }
@@ -262,18 +263,31 @@ pub async fn applied_effects_round_trip<S: SequenceStore>(s: &S) {
     e2.data["result"] = json!("pass");
 
     assert!(s
-        .record_applied("c", "x", &[e1.clone(), e2.clone()])
+        .record_applied(
+            "c",
+            "x",
+            &[e1.clone(), e2.clone()],
+            Timestamp::from_millis(1_000)
+        )
         .await
         .unwrap());
-    assert!(!s.record_applied("c", "x", &[]).await.unwrap());
+    assert!(!s
+        .record_applied("c", "x", &[], Timestamp::from_millis(1_000))
+        .await
+        .unwrap());
     assert_eq!(
         s.applied_effects("c", "x").await.unwrap(),
         Some(vec![e1, e2])
     );
-    assert!(s.record_applied("c", "none", &[]).await.unwrap());
+    assert!(s
+        .record_applied("c", "none", &[], Timestamp::from_millis(1_000))
+        .await
+        .unwrap());
     assert_eq!(s.applied_effects("c", "none").await.unwrap(), Some(vec![]));
     assert!(
-        s.record_applied("other", "x", &[]).await.unwrap(),
+        s.record_applied("other", "x", &[], Timestamp::from_millis(1_000))
+            .await
+            .unwrap(),
         "records are per consumer"
     );
     assert_eq!(s.applied_effects("other", "x").await.unwrap(), Some(vec![]));
@@ -578,4 +592,51 @@ pub async fn pause_marks_cover_a_context_or_one_stage<S: SequenceStore>(s: &S) {
     s.set_paused("p", "c", Some("prod"), true).await.unwrap();
     s.set_paused("p", "c", Some("prod"), false).await.unwrap();
     assert!(!paused("prod").await);
+}
+
+/// `purge_applied(before)` forgets applied records older than `before` (both
+/// kinds: lane commits and stateless records) and keeps the rest; a purged
+/// cause could be applied again.
+pub async fn applied_records_older_than_the_window_are_purged<S: SequenceStore>(s: &S) {
+    assert!(s
+        .record_applied("c", "old", &[], Timestamp::from_millis(1_000))
+        .await
+        .unwrap());
+    assert!(s
+        .record_applied("c", "new", &[], Timestamp::from_millis(5_000))
+        .await
+        .unwrap());
+    let key = LaneKey::new("p", "dev", "carts");
+    s.commit_lane(LaneCommit {
+        key: &key,
+        expected_version: 0,
+        state: &LaneState::default(),
+        ended: &[],
+        next_wakeup: None,
+        consumer: "c",
+        cause_id: "lane-old",
+        effects: &[],
+        now: Timestamp::from_millis(2_000),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.purge_applied(Timestamp::from_millis(5_000))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.applied_effects("c", "old").await.unwrap(), None);
+    assert_eq!(s.applied_effects("c", "lane-old").await.unwrap(), None);
+    assert_eq!(s.applied_effects("c", "new").await.unwrap(), Some(vec![]));
+    assert_eq!(
+        s.purge_applied(Timestamp::from_millis(5_000))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(s
+        .record_applied("c", "old", &[], Timestamp::from_millis(6_000))
+        .await
+        .unwrap());
 }
