@@ -166,8 +166,7 @@ impl Node {
                 start_with(store, bus, subs, opts).await
             }
             StoreChoice::Sqlite(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating data directory {}", dir.display()))?;
+                crate::token::create_private_dir(dir)?;
                 let path = dir.join("keelson.db");
                 let store = keelson_sqlite::SqliteStore::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;

@@ -44,10 +44,26 @@ pub fn resolve(env: Option<String>, dir: Option<&Path>) -> anyhow::Result<(Strin
             return Ok((t, Origin::Stored(path)));
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let t = generate();
     write_private(&path, &t)?;
     Ok((t, Origin::Generated(Some(path))))
+}
+
+/// Creates a directory readable by its owner only (the data directory holds
+/// every event and the token); an existing directory keeps its permissions.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes a file readable by its owner only.
@@ -79,21 +95,28 @@ mod tests {
     #[test]
     fn token_is_generated_once_stored_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let (t1, o1) = resolve(None, Some(dir.path())).unwrap();
+        let data = dir.path().join("data");
+        let (t1, o1) = resolve(None, Some(&data)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "a new data directory is owner-only");
+        }
         assert!(matches!(o1, Origin::Generated(Some(_))));
-        let (t2, o2) = resolve(None, Some(dir.path())).unwrap();
+        let (t2, o2) = resolve(None, Some(&data)).unwrap();
         assert_eq!(t1, t2);
         assert!(matches!(o2, Origin::Stored(_)));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+            let mode = std::fs::metadata(data.join(TOKEN_FILE))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let (t3, o3) = resolve(Some("from-env".into()), Some(dir.path())).unwrap();
+        let (t3, o3) = resolve(Some("from-env".into()), Some(&data)).unwrap();
         assert_eq!((t3.as_str(), o3), ("from-env", Origin::Env));
     }
 }

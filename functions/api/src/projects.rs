@@ -413,25 +413,21 @@ pub async fn create_service<S: Store, B: EventBus, C: Clock>(
         .service_name
         .ok_or_else(|| ApiError::bad_request("serviceName: is required"))?;
     validate_service_name(&service)?;
-    loop {
-        let cur = load(state.store(), &name).await?;
-        if cur.value.service(&service).is_some() {
+    let now = state.orch.clock().now();
+    modify(state.store(), &name, |p| {
+        if p.service(&service).is_some() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("service {service} already exists in project {name}"),
             ));
         }
-        let mut p = cur.value.clone();
         p.services.push(Service {
             name: service.clone(),
-            creation_date: state.orch.clock().now(),
+            creation_date: now,
         });
-        match state.store().update_project(&p, cur.version).await {
-            Ok(()) => break,
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(())
+    })
+    .await?;
     publish_control(
         &state,
         "service.create",
@@ -446,21 +442,16 @@ pub async fn delete_service<S: Store, B: EventBus, C: Clock>(
     state: AppState<S, B, C>,
     Path((name, service)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    loop {
-        let cur = load(state.store(), &name).await?;
-        if cur.value.service(&service).is_none() {
+    modify(state.store(), &name, |p| {
+        if p.service(&service).is_none() {
             return Err(ApiError::not_found(format!(
                 "service {service} not found in project {name}"
             )));
         }
-        let mut p = cur.value.clone();
         p.services.retain(|s| s.name != service);
-        match state.store().update_project(&p, cur.version).await {
-            Ok(()) => break,
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(())
+    })
+    .await?;
     publish_control(
         &state,
         "service.delete",
@@ -470,6 +461,25 @@ pub async fn delete_service<S: Store, B: EventBus, C: Clock>(
     Ok(Json(
         json!({"message": format!("service {service} deleted")}),
     ))
+}
+
+/// Applies `change` to the stored project with a conditional write, re-reading
+/// and re-applying when another writer got there first.
+async fn modify<S: ProjectStore>(
+    store: &S,
+    name: &str,
+    mut change: impl FnMut(&mut Project) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    loop {
+        let cur = load(store, name).await?;
+        let mut p = cur.value;
+        change(&mut p)?;
+        match store.update_project(&p, cur.version).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Used by other modules: the project exists.
