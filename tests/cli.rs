@@ -1,7 +1,10 @@
 //! The `keelson` command: client verbs against a running node, their errors,
 //! and the quickstart.
 
-use keelson_tests::{keelson_bin, TestNode, SHIPYARD, TOKEN};
+/// The binary under test, built by cargo for this test target.
+const KEELSON: &str = env!("CARGO_BIN_EXE_keelson");
+
+use keelson_tests::{TestNode, SHIPYARD, TOKEN};
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -27,7 +30,7 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
         let slo = slo.clone();
         move || {
             let run = |args: &[&str]| {
-                Command::new(keelson_bin())
+                Command::new(KEELSON)
                     .args(args)
                     .env("KEELSON_ENDPOINT", &n_url)
                     .env("KEELSON_API_TOKEN", TOKEN)
@@ -110,7 +113,7 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
         let dir = dir.path().to_path_buf();
         move || {
             let run = |args: &[&str], token: &str| {
-                Command::new(keelson_bin())
+                Command::new(KEELSON)
                     .args(args)
                     .env("KEELSON_ENDPOINT", &n_url)
                     .env("KEELSON_API_TOKEN", token)
@@ -202,10 +205,7 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
 
 #[test]
 fn the_quickstart_shows_a_delivery_completing_through_three_stages() {
-    let out = Command::new(keelson_bin())
-        .arg("quickstart")
-        .output()
-        .unwrap();
+    let out = Command::new(KEELSON).arg("quickstart").output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for line in [
@@ -220,13 +220,13 @@ fn the_quickstart_shows_a_delivery_completing_through_three_stages() {
 
 #[test]
 fn serve_rejects_bad_flags_naming_them() {
-    let out = Command::new(keelson_bin())
+    let out = Command::new(KEELSON)
         .args(["serve", "--memory", "--functions", "api,bogus"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).1.contains("--functions"), "{:?}", text(&out));
-    let out = Command::new(keelson_bin())
+    let out = Command::new(KEELSON)
         .args(["serve", "--memory", "--task-started-timeout", "soon"])
         .output()
         .unwrap();

@@ -1,31 +1,13 @@
 //! A restart of `keelson serve` (killed hard) in the middle of a sequence loses nothing.
 
+/// The binary under test, built by cargo for this test target.
+const KEELSON: &str = env!("CARGO_BIN_EXE_keelson");
+
 use keelson::client::Client;
-use keelson_tests::{wait_for, SHIPYARD};
+use keelson_tests::{free_port, wait_for, SHIPYARD};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn keelson_bin() -> std::path::PathBuf {
-    // target/debug/deps/restart-… → target/debug/keelson
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("keelson{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not built (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the server when the test ends, even by a panic (an orphan would keep
 /// the test's output pipe open and hang the test runner).
@@ -50,7 +32,7 @@ fn serve(dir: &std::path::Path, port: u16) -> Server {
 
 fn serve_functions(dir: &std::path::Path, port: u16, functions: &str) -> Server {
     Server(
-        Command::new(keelson_bin())
+        Command::new(KEELSON)
             .args([
                 "serve",
                 "--data-dir",

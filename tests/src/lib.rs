@@ -309,23 +309,6 @@ pub fn types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The `keelson` binary next to the test executable (`cargo test --workspace` builds it).
-pub fn keelson_bin() -> std::path::PathBuf {
-    // target/debug/deps/<test>-<hash> → target/debug/keelson
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let bin = dir.join(format!("keelson{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is not built (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
