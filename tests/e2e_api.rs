@@ -85,6 +85,7 @@ async fn rejected_events_get_a_clear_400_naming_the_problem() {
     assert_error(&post(json!({"type": "sh.keptn.event.deployment.triggered", "data": {"project":"p","stage":"s","service":"x"}}).to_string()).await, 400, "type");
     assert_error(&post(json!({"type": "sh.keptn.event.dev.delivery.triggered", "data": {"project":"p","stage":"prod","service":"x"}}).to_string()).await, 400, "data.stage");
     assert_error(&post(json!({"type": "sh.keptn.event.test.finished", "triggeredid": "t", "data": {"project":"p","stage":"s","service":"x","status":"succeeded"}}).to_string()).await, 400, "data.result");
+    assert_error(&post(json!({"type": "sh.keptn.event.dev.delivery.triggered", "extensions": {"data": 1}, "data": {"project":"p","stage":"dev","service":"x"}}).to_string()).await, 400, "extensions.data");
     let big = "x".repeat(70 * 1024);
     assert_error(&post(json!({"type": "sh.keptn.event.dev.delivery.triggered", "data": {"project":"p","stage":"dev","service":"x","blob": big}}).to_string()).await, 400, "maximum size");
     // A valid event is accepted and its context is answered.
@@ -510,4 +511,58 @@ async fn integrations_register_ping_list_and_delete() {
         404,
         "",
     );
+}
+
+#[tokio::test]
+async fn framework_rejections_and_extreme_parameters_still_answer_keptn_shaped_json() {
+    let n = TestNode::start().await.unwrap();
+    n.project("edge", None, "svc").await.unwrap();
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::GET,
+            "/controlPlane/v1/project/%FF",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        400,
+        "",
+    );
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::PATCH,
+            "/controlPlane/v1/project",
+            Some(TOKEN),
+            None,
+        )
+        .await,
+        405,
+        "method",
+    );
+    let huge = format!(
+        "{{\"resources\":[{{\"resourceURI\":\"a\",\"resourceContent\":\"{}\"}}]}}",
+        "A".repeat(17 * 1024 * 1024)
+    );
+    assert_error(
+        &raw(
+            &n,
+            reqwest::Method::POST,
+            "/resource-service/v1/project/edge/resource",
+            Some(TOKEN),
+            Some(&huge),
+        )
+        .await,
+        413,
+        "",
+    );
+    for path in [
+        "/controlPlane/v1/sequence/edge?pageSize=5&nextPageKey=18446744073709551615",
+        "/controlPlane/v1/project?nextPageKey=18446744073709551615",
+        "/controlPlane/v1/event/triggered/sh.keptn.event.deployment.triggered?nextPageKey=18446744073709551615",
+    ] {
+        let (code, v) = raw(&n, reqwest::Method::GET, path, Some(TOKEN), None).await;
+        assert_eq!(code, 200, "{path}: {v}");
+    }
 }

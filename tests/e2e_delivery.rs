@@ -94,7 +94,7 @@ async fn a_three_stage_delivery_runs_through_every_stage_to_the_end() {
 }
 
 #[tokio::test]
-async fn two_executors_must_both_finish_even_when_one_finishes_before_it_started() {
+async fn two_executors_must_both_finish_and_a_finished_before_its_started_waits() {
     let n = TestNode::start().await.unwrap();
     n.project("multi", None, "svc").await.unwrap();
     let ctx = n
@@ -105,21 +105,31 @@ async fn two_executors_must_both_finish_even_when_one_finishes_before_it_started
         .wait_open("deployment", "multi", "dev", &ctx)
         .await
         .unwrap();
-    n.started(&t, "helm").await.unwrap();
-    // The second executor's .finished arrives before its .started.
+    // jes's .finished overtakes its .started: the task waits.
     n.finished(&t, "jes", "pass").await.unwrap();
-    n.finished(&t, "helm", "pass").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         n.open("deployment", "multi").await.unwrap().len(),
         1,
-        "still waiting for jes's .started"
+        "a .finished before its .started waits"
     );
-    assert!(n.open("test", "multi").await.unwrap().is_empty());
     n.started(&t, "jes").await.unwrap();
     let test = n.wait_open("test", "multi", "dev", &ctx).await.unwrap();
-    assert_eq!(test["data"]["result"], json!("pass"));
-    assert!(n.open("deployment", "multi").await.unwrap().is_empty());
+    // Two executors that both started must both finish.
+    n.started(&test, "a").await.unwrap();
+    n.started(&test, "b").await.unwrap();
+    n.finished(&test, "a", "pass").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        n.open("test", "multi").await.unwrap().len(),
+        1,
+        "still waiting for b"
+    );
+    assert!(n.open("release", "multi").await.unwrap().is_empty());
+    n.finished(&test, "b", "warning").await.unwrap();
+    let rel = n.wait_open("release", "multi", "dev", &ctx).await.unwrap();
+    assert_eq!(rel["data"]["result"], json!("warning"));
+    assert!(n.open("test", "multi").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -230,6 +240,17 @@ async fn pause_holds_the_next_task_resume_continues_and_abort_ends_the_sequence(
         !types(&evs).contains(&"sh.keptn.event.hardening.delivery.triggered".to_string()),
         "no follow-up after abort"
     );
+    // The abort cleared the pause marks: re-triggering the context is not born paused.
+    n.client.control("ctl", &ctx, "pause", None).await.unwrap();
+    n.client.control("ctl", &ctx, "abort", None).await.unwrap();
+    n.client
+        .send_event(
+            &json!({"type": "sh.keptn.event.dev.delivery.triggered", "shkeptncontext": ctx,
+            "data": {"project": "ctl", "stage": "dev", "service": "svc"}}),
+        )
+        .await
+        .unwrap();
+    n.wait_open("deployment", "ctl", "dev", &ctx).await.unwrap();
     // Control of an unknown context is a no-op; bad input is a clear 400.
     n.client
         .control("ctl", "no-such-context", "abort", None)

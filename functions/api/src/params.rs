@@ -61,8 +61,8 @@ impl Params {
 /// Slices a page out of `items`; returns the page and Keptn's controlPlane `nextPageKey` ("0" when done).
 pub fn paginate<T: Clone>(items: &[T], size: usize, offset: usize) -> (Vec<T>, String) {
     let page: Vec<T> = items.iter().skip(offset).take(size).cloned().collect();
-    let next = if offset + size < items.len() {
-        (offset + size).to_string()
+    let next = if offset.saturating_add(size) < items.len() {
+        offset.saturating_add(size).to_string()
     } else {
         "0".to_string()
     };

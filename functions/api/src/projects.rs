@@ -154,10 +154,10 @@ pub async fn update<S: Store, B: EventBus, C: Clock>(
         .name
         .ok_or_else(|| ApiError::bad_request("name: is required"))?;
     let current = load(state.store(), &name).await?;
-    let mut p = current.value.clone();
+    let mut shipyard = None;
     if let Some(b64) = body.shipyard.filter(|s| !s.is_empty()) {
         let (text, sy) = decode_shipyard(&b64)?;
-        if sy.stage_names() != p.stages {
+        if sy.stage_names() != current.value.stages {
             return Err(ApiError::bad_request(
                 "shipyard: stages cannot be added, removed or renamed after the project was created",
             ));
@@ -174,14 +174,22 @@ pub async fn update<S: Store, B: EventBus, C: Clock>(
                 state.orch.clock().now(),
             )
             .await?;
-        p.shipyard = text;
-        p.shipyard_version = sy.api_version;
+        shipyard = Some((text, sy.api_version));
     }
-    if let Some(g) = body.git_credentials {
-        p.git_remote_url = g.remote_url;
-        p.git_user = g.user;
-    }
-    state.store().update_project(&p, current.version).await?;
+    // The shipyard resource is committed; the project record follows it, re-applied on conflicts.
+    let git = body.git_credentials;
+    modify(state.store(), &name, |p| {
+        if let Some((text, version)) = &shipyard {
+            p.shipyard = text.clone();
+            p.shipyard_version = version.clone();
+        }
+        if let Some(g) = &git {
+            p.git_remote_url = g.remote_url.clone();
+            p.git_user = g.user.clone();
+        }
+        Ok(())
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({}))))
 }
 
@@ -465,7 +473,7 @@ pub async fn delete_service<S: Store, B: EventBus, C: Clock>(
 
 /// Applies `change` to the stored project with a conditional write, re-reading
 /// and re-applying when another writer got there first.
-async fn modify<S: ProjectStore>(
+pub(crate) async fn modify<S: ProjectStore>(
     store: &S,
     name: &str,
     mut change: impl FnMut(&mut Project) -> Result<(), ApiError>,

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, MethodRouter};
 use axum::Json;
 use base64::Engine;
-use keelson_core::ports::{Clock, EventBus, Store, StoreError};
+use keelson_core::ports::{Clock, EventBus, Store};
 use keelson_core::resource::{normalize_uri, Change, Scope, SHIPYARD_URI};
 use keelson_core::shipyard::Shipyard;
 use serde::Deserialize;
@@ -163,13 +163,12 @@ async fn write<S: Store, B: EventBus, C: Clock>(
             .store()
             .write_resources(&t.project, &t.scope, &changes, now)
             .await?;
-        let mut p = cur.value;
-        p.shipyard = text;
-        p.shipyard_version = sy.api_version;
-        match api.store().update_project(&p, cur.version).await {
-            Ok(()) | Err(StoreError::Conflict) => {}
-            Err(e) => return Err(e.into()),
-        }
+        crate::projects::modify(api.store(), &t.project, |p| {
+            p.shipyard = text.clone();
+            p.shipyard_version = sy.api_version.clone();
+            Ok(())
+        })
+        .await?;
         return Ok(commit);
     }
     Ok(api

@@ -53,8 +53,8 @@ pub async fn list<S: Store, B: EventBus, C: Clock>(
     let total = states.len();
     let size_eff = if size == 0 { total.max(1) } else { size };
     let page: Vec<_> = states.into_iter().skip(offset).take(size_eff).collect();
-    let next = if offset + size_eff < total {
-        offset + size_eff
+    let next = if offset.saturating_add(size_eff) < total {
+        offset.saturating_add(size_eff)
     } else {
         0
     };

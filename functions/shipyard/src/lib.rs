@@ -147,6 +147,9 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             match self.write(&key, version, &lane, &decision, &ev.id).await {
                 Ok(()) => {
                     self.bus.publish(&decision.emit).await?;
+                    if is_trigger {
+                        self.reconcile_pause(ev, &key).await?;
+                    }
                     return Ok(Outcome::Applied {
                         emitted: decision.emit.len(),
                     });
@@ -199,6 +202,55 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 now: self.clock.now(),
             })
             .await
+    }
+
+    async fn publish_with_retry(&self, events: &[KeptnEvent]) -> Result<(), Error> {
+        // No sleeping here (the core of this function is runtime-free); the
+        // store adapters already wait on busy databases.
+        let mut last = None;
+        for _ in 0..3 {
+            match self.bus.publish(events).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing committed effects failed; retrying");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.map_or(Error::TooManyConflicts("publish".into()), Error::from))
+    }
+
+    /// A pause or resume may have landed between reading the pause mark and
+    /// committing a new execution; if the mark changed, apply it now.
+    async fn reconcile_pause(&self, ev: &KeptnEvent, key: &LaneKey) -> Result<(), Error> {
+        let Some(lane) = self.store.load_lane(key).await? else {
+            return Ok(());
+        };
+        let Some(exec) = lane.value.executions.iter().find(|e| e.id == ev.id) else {
+            return Ok(());
+        };
+        let paused = self
+            .store
+            .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
+            .await?;
+        if paused != exec.paused {
+            let action = if paused {
+                ControlAction::Pause
+            } else {
+                ControlAction::Resume
+            };
+            let ctx = ev.shkeptncontext.as_str();
+            self.apply_to_lane(
+                key,
+                |_| Input::Control {
+                    keptn_context: ctx,
+                    action,
+                },
+                &ids::derive(&ev.id, "pause-reconcile"),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn republish(&self, effects: Vec<keelson_core::KeptnEvent>) -> Result<Outcome, Error> {
@@ -299,10 +351,21 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
     pub async fn tick(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let mut emitted = 0;
+        let mut first_error = None;
         for key in self.store.due_lanes(now).await? {
-            emitted += self.apply_to_lane(&key, |_| Input::Tick, "tick").await?;
+            // One failing lane must not starve the lanes after it.
+            match self.apply_to_lane(&key, |_| Input::Tick, "tick").await {
+                Ok(n) => emitted += n,
+                Err(e) => {
+                    tracing::warn!(lane = %key.id(), error = %e, "tick failed for a lane");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(emitted)
+        match first_error {
+            Some(e) if emitted == 0 => Err(e),
+            _ => Ok(emitted),
+        }
     }
 
     /// Pause / resume / abort a context (or one stage of it). Returns events emitted.
@@ -324,7 +387,12 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                     .set_paused(project, keptn_context, stage, false)
                     .await?
             }
-            ControlAction::Abort => {}
+            // An aborted context must not leave marks that pause a later re-trigger.
+            ControlAction::Abort => {
+                self.store
+                    .set_paused(project, keptn_context, stage, false)
+                    .await?
+            }
         }
         let execs = self
             .store
@@ -407,7 +475,9 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 .await
             {
                 Ok(()) => {
-                    self.bus.publish(&d.emit).await?;
+                    // Ticks and control requests are not redelivered, so a
+                    // failed publish of their committed effects is retried here.
+                    self.publish_with_retry(&d.emit).await?;
                     return Ok(d.emit.len());
                 }
                 Err(StoreError::Conflict) => continue,

@@ -251,7 +251,17 @@ impl KeptnEvent {
         let mut extensions = BTreeMap::new();
         match obj.remove("extensions") {
             None | Some(Value::Null) => {}
-            Some(Value::Object(ext)) => extensions.extend(ext),
+            Some(Value::Object(ext)) => {
+                for (k, v) in ext {
+                    if !is_extension_name(&k) || RESERVED.contains(&k.as_str()) {
+                        return Err(CoreError::invalid(
+                            format!("extensions.{k}"),
+                            "not a CloudEvents extension name (lowercase letters and digits, not a context attribute)",
+                        ));
+                    }
+                    extensions.insert(k, v);
+                }
+            }
             Some(_) => return Err(CoreError::invalid("extensions", "must be an object")),
         }
         for (k, v) in obj {
@@ -279,6 +289,23 @@ impl KeptnEvent {
         })
     }
 }
+
+/// Attribute names an extension must not take (they are the envelope's own).
+const RESERVED: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "contenttype",
+    "shkeptncontext",
+    "triggeredid",
+    "gitcommitid",
+    "shkeptnspecversion",
+    "data",
+    "extensions",
+];
 
 fn is_extension_name(k: &str) -> bool {
     !k.is_empty()
@@ -496,6 +523,12 @@ mod tests {
                 json!({"type":"t","datacontenttype":"text/xml"}),
                 "datacontenttype",
             ),
+            (json!({"type":"t","extensions":{"id":"x"}}), "extensions.id"),
+            (
+                json!({"type":"t","extensions":{"data":1}}),
+                "extensions.data",
+            ),
+            (json!({"type":"t","extensions":{"Bad":1}}), "extensions.Bad"),
         ];
         for (input, field) in cases {
             match KeptnEvent::from_untrusted_value(input.clone()) {

@@ -156,22 +156,14 @@ pub struct CurrentTask {
 }
 
 impl CurrentTask {
-    /// The done rule: #finished == #started > 0, counted per executor (event
-    /// `source`). Keptn counted over all executors, so one executor's early
-    /// `.finished` could complete a task another executor had only started;
-    /// per source, a `.finished` before its own `.started` waits for it.
+    /// Keptn's done rule: #finished == #started > 0, counted over all
+    /// executors. A `.finished` before its `.started` waits for it; two
+    /// executors that both started must both finish. Counting per executor
+    /// (`source`) was tried and rejected: approvals and webhooks with
+    /// `sendFinished: false` are finished by a different source than the one
+    /// that started them (docs/compatibility.md).
     pub fn is_done(&self) -> bool {
-        if self.finished.is_empty() {
-            return false;
-        }
-        let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-        for r in &self.started {
-            *counts.entry(r.source.as_str()).or_default() += 1;
-        }
-        for r in &self.finished {
-            *counts.entry(r.source.as_str()).or_default() -= 1;
-        }
-        counts.values().all(|c| *c == 0)
+        !self.finished.is_empty() && self.finished.len() == self.started.len()
     }
 }
 

@@ -603,25 +603,19 @@ fn later_numbers_win_in_the_payload_merge() {
 }
 
 #[test]
-fn the_done_rule_counts_per_executor() {
+fn a_task_started_by_one_source_and_finished_by_another_completes() {
+    // A manual approval: approval-service sends .started, a person's CLI the .finished.
     let mut l = Lane::new();
-    l.trigger(&trigger("tr1", "ctx", "dev", "delivery"));
+    l.trigger(&trigger("a", "ctx", "prod", "delivery"));
     let trig = l.last();
-    let from = |id: &str, src: &str, kind: &str| {
-        let mut e = task_ev(id, &trig, kind, "pass", "succeeded");
-        e.source = src.into();
-        e
-    };
-    let helm_s = from("hs", "helm", "started");
-    let jes_f = from("jf", "jes", "finished");
-    let helm_f = from("hf", "helm", "finished");
-    let jes_s = from("js", "jes", "started");
-    assert!(l.task(&helm_s).is_empty());
-    // Keptn would complete here (1 started, 1 finished); jes has not started yet.
-    assert!(l.task(&jes_f).is_empty());
-    assert!(l.task(&helm_f).is_empty());
-    let out = l.task(&jes_s);
-    assert_eq!(out[0].ty, "sh.keptn.event.test.triggered");
+    let mut s = task_ev("s", &trig, "started", "", "");
+    s.source = "approval-service".into();
+    l.task(&s);
+    let mut f = task_ev("f", &trig, "finished", "pass", "succeeded");
+    f.source = "https://github.com/keptn/keptn/cli#approval.finished".into();
+    let out = l.task(&f);
+    assert_eq!(out[0].ty, "sh.keptn.event.deployment.triggered");
+    assert_eq!(l.state.executions[0].state, ExecState::Started);
 }
 
 #[test]

@@ -160,9 +160,10 @@ impl Queue for SqliteBus {
             return Ok(Vec::new());
         }
         // Held across the read so that concurrent receivers never get the same delivery.
-        let mut delivered = lock(&self.store.inner.delivered);
-        let after = delivered.get(consumer).copied().unwrap_or(0);
-        let rows: Vec<(i64, String)> = self.store.read(|tx| {
+        let rows: Vec<(i64, String)> = {
+            let mut delivered = lock(&self.store.inner.delivered);
+            let after = delivered.get(consumer).copied().unwrap_or(0);
+            let rows: Vec<(i64, String)> = self.store.read(|tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT seq, json FROM queue WHERE consumer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -176,18 +177,27 @@ impl Queue for SqliteBus {
                 .db()?;
             rows.collect::<Result<_, _>>().db()
         })?;
-        if let Some((last, _)) = rows.last() {
-            delivered.insert(consumer.to_string(), *last);
-        }
-        drop(delivered);
-        rows.into_iter()
-            .map(|(seq, json)| {
-                Ok(Delivery {
+            if let Some((last, _)) = rows.last() {
+                delivered.insert(consumer.to_string(), *last);
+            }
+            rows
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, json) in rows {
+            match from_json(&json) {
+                Ok(event) => out.push(Delivery {
                     receipt: seq as u64,
-                    event: from_json(&json)?,
-                })
-            })
-            .collect()
+                    event,
+                }),
+                // A row that no longer parses must not hold up (or silently
+                // swallow) the rows around it: it goes to the dead letters.
+                Err(e) => {
+                    self.dead_letter(consumer, seq as u64, &format!("unreadable event: {e}"))
+                        .await?
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn ack(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
