@@ -261,12 +261,9 @@ where
                         let _g = span.enter();
                         match o.process(ev).await {
                             Ok(_) => done += 1,
-                            Err(e) if e.kind() == ErrorKind::Invalid => {
-                                return Err((done, Some(e.to_string())));
-                            }
                             Err(e) => {
-                                tracing::warn!(error = %e, "shipyard: will retry");
-                                return Err((done, None));
+                                tracing::warn!(error = %e, "shipyard: event failed");
+                                return Err((done, Failure::of(e.kind(), e.to_string())));
                             }
                         }
                     }
@@ -323,7 +320,7 @@ where
                             .map(|_| ())
                             .map_err(|e| {
                                 tracing::warn!(error = %e, "datastore: will retry");
-                                (0, None)
+                                (0, Failure::of(e.kind(), e.to_string()))
                             })
                     }
                 },
@@ -373,7 +370,7 @@ where
                             let out = executors::echo(ev, clock.now());
                             if let Err(e) = b.publish(&out).await {
                                 tracing::warn!(error = %e, "echo executor: will retry");
-                                return Err((0, None));
+                                return Err((0, Failure::Retry));
                             }
                         }
                         Ok(())
@@ -426,7 +423,7 @@ async fn consume<Q, F, Fut>(
 ) where
     Q: Queue,
     F: Fn(Vec<KeptnEvent>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), (usize, Option<String>)>>,
+    Fut: std::future::Future<Output = Result<(), (usize, Failure)>>,
 {
     const BATCH: usize = 256;
     // Acknowledgements are written in batches: each ack is a SQLite commit, and
@@ -435,7 +432,11 @@ async fn consume<Q, F, Fut>(
     // where the consumers' dedupe makes it harmless.
     const ACK_BATCH: usize = 512;
     const ACK_EVERY: Duration = Duration::from_millis(100);
+    // An event that keeps failing (not as invalid input) is retried this many
+    // times, then dead-lettered, so it cannot hold up its queue forever.
+    const MAX_ATTEMPTS: u32 = 8;
     let mut backoff = Duration::from_millis(50);
+    let mut failing: Option<(u64, u32)> = None;
     let mut acks: Vec<u64> = Vec::new();
     let mut last_ack = Instant::now();
     let flush = |acks: &mut Vec<u64>, last: &mut Instant| {
@@ -481,10 +482,24 @@ async fn consume<Q, F, Fut>(
                     tokio::time::sleep(linger).await;
                 }
             }
-            Err((done, poison)) => {
+            Err((done, failure)) => {
                 acks.extend_from_slice(&receipts[..done]);
                 flush(&mut acks, &mut last_ack).await;
+                let poison = match failure {
+                    Failure::Poison(reason) => Some(reason),
+                    Failure::Retry => None,
+                    Failure::Fatal(reason) => {
+                        let attempts = match failing {
+                            Some((r, n)) if r == receipts[done] => n + 1,
+                            _ => 1,
+                        };
+                        failing = Some((receipts[done], attempts));
+                        (attempts >= MAX_ATTEMPTS)
+                            .then(|| format!("failed {attempts} times: {reason}"))
+                    }
+                };
                 if let Some(reason) = poison {
+                    failing = None;
                     tracing::warn!(consumer, reason = %reason, "dead-lettering an event");
                     let _ = queue.dead_letter(consumer, receipts[done], &reason).await;
                     let _ = queue.release(consumer, &receipts[done + 1..]).await;
@@ -500,4 +515,124 @@ async fn consume<Q, F, Fut>(
 
 fn time_of(d: Duration) -> time::Duration {
     time::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why a consumer's handler failed.
+enum Failure {
+    /// Invalid input: dead-letter at once.
+    Poison(String),
+    /// A dependency failed transiently (or a write conflicted): retry, forever.
+    Retry,
+    /// Anything else: retry a few times, then dead-letter.
+    Fatal(String),
+}
+
+impl Failure {
+    fn of(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::Invalid => Failure::Poison(message),
+            ErrorKind::Transient | ErrorKind::Conflict => Failure::Retry,
+            ErrorKind::Fatal => Failure::Fatal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_core::ports::{EventBus, Subscription};
+    use keelson_core::Timestamp;
+    use keelson_memory::MemoryBus;
+    use std::sync::Mutex;
+
+    fn ev(id: &str) -> KeptnEvent {
+        KeptnEvent::new(
+            id.into(),
+            "t",
+            "sh.keptn.event.test.finished".into(),
+            "c",
+            serde_json::json!({}),
+            Timestamp::from_millis(1),
+        )
+    }
+
+    async fn run(
+        bus: MemoryBus,
+        fail: impl Fn(&str, u32) -> Option<Failure> + Send + Sync + 'static,
+    ) -> Arc<Mutex<Vec<String>>> {
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let tries = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+        let (d, t, fail) = (done.clone(), tries.clone(), Arc::new(fail));
+        tokio::spawn(async move {
+            consume(
+                bus,
+                "c",
+                Arc::new(Notify::new()),
+                Duration::ZERO,
+                move |batch: Vec<KeptnEvent>| {
+                    let (d, t, fail) = (d.clone(), t.clone(), fail.clone());
+                    async move {
+                        for (i, e) in batch.iter().enumerate() {
+                            let n = {
+                                let mut t = t.lock().unwrap();
+                                let n = t.entry(e.id.clone()).or_default();
+                                *n += 1;
+                                *n
+                            };
+                            if let Some(f) = fail(&e.id, n) {
+                                return Err((i, f));
+                            }
+                            d.lock().unwrap().push(e.id.clone());
+                        }
+                        Ok(())
+                    }
+                },
+            )
+            .await
+        });
+        done
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_that_keeps_failing_is_dead_lettered_and_the_queue_moves_on() {
+        let bus = MemoryBus::new(vec![Subscription::new("c", &["sh.keptn.>"])]);
+        bus.publish(&[ev("bad"), ev("good")]).await.unwrap();
+        let done = run(bus.clone(), |id, _| {
+            (id == "bad").then(|| Failure::Fatal("broken".into()))
+        })
+        .await;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !done.lock().unwrap().is_empty() {
+                break;
+            }
+        }
+        assert_eq!(*done.lock().unwrap(), vec!["good".to_string()]);
+        let dead = bus.dead_letters("c");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].0.id, "bad");
+        assert!(dead[0].1.contains("broken"), "{}", dead[0].1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_without_giving_up() {
+        let bus = MemoryBus::new(vec![Subscription::new("c", &["sh.keptn.>"])]);
+        bus.publish(&[ev("flaky"), ev("next")]).await.unwrap();
+        let done = run(bus.clone(), |id, n| {
+            (id == "flaky" && n <= 20).then_some(Failure::Retry)
+        })
+        .await;
+        for _ in 0..2000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if done.lock().unwrap().len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            *done.lock().unwrap(),
+            vec!["flaky".to_string(), "next".to_string()],
+            "in order, nothing skipped"
+        );
+        assert!(bus.dead_letters("c").is_empty());
+    }
 }
