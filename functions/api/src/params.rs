@@ -68,3 +68,14 @@ pub fn paginate<T: Clone>(items: &[T], size: usize, offset: usize) -> (Vec<T>, S
     };
     (page, next)
 }
+
+/// A controlPlane list page: `{<key>: [...], nextPageKey, pageSize, totalCount}`.
+pub fn page_json(
+    key: &str,
+    items: &[serde_json::Value],
+    size: usize,
+    offset: usize,
+) -> serde_json::Value {
+    let (page, next) = paginate(items, size, offset);
+    serde_json::json!({key: page, "nextPageKey": next, "pageSize": size, "totalCount": items.len()})
+}

@@ -1,7 +1,7 @@
 //! Projects, stages and services (`/api/controlPlane/v1/project…`).
 
 use crate::error::{parse_body, ApiError};
-use crate::params::{paginate, Params};
+use crate::params::{page_json, paginate, Params};
 use crate::{Api, AppState};
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -351,10 +351,7 @@ pub async fn stages<S: Store, B: EventBus, C: Clock>(
         .iter()
         .map(|s| act.expanded_stage(&p, sy.as_ref(), s))
         .collect();
-    let (page, next) = paginate(&all, size, offset);
-    Ok(Json(
-        json!({"stages": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()}),
-    ))
+    Ok(Json(page_json("stages", &all, size, offset)))
 }
 
 /// `GET /project/{p}/stage/{s}`.
@@ -384,10 +381,7 @@ pub async fn services<S: Store, B: EventBus, C: Clock>(
         .iter()
         .map(|s| act.expanded_service(&stage, s))
         .collect();
-    let (page, next) = paginate(&all, size, offset);
-    Ok(Json(
-        json!({"services": page, "nextPageKey": next, "pageSize": size, "totalCount": all.len()}),
-    ))
+    Ok(Json(page_json("services", &all, size, offset)))
 }
 
 /// `GET /project/{p}/stage/{s}/service/{svc}`.

@@ -1,7 +1,7 @@
 //! The resource-service API: versioned files per project / stage / service.
 
 use crate::error::{parse_body, ApiError};
-use crate::params::{paginate, Params};
+use crate::params::{page_json, Params};
 use crate::projects::load;
 use crate::{Api, AppState};
 use axum::body::Bytes;
@@ -97,10 +97,7 @@ async fn list<S: Store, B: EventBus, C: Clock>(
         .iter()
         .map(|(uri, v)| json!({"resourceURI": uri, "metadata": metadata(&t.scope, v)}))
         .collect();
-    let (page, next) = paginate(&items, size, offset);
-    Ok(Json(
-        json!({"resources": page, "nextPageKey": next, "pageSize": size, "totalCount": items.len()}),
-    ))
+    Ok(Json(page_json("resources", &items, size, offset)))
 }
 
 #[derive(Deserialize)]

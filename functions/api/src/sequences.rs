@@ -1,7 +1,7 @@
 //! Sequence states, sequence control and the open-trigger polling endpoint.
 
 use crate::error::{parse_body, ApiError};
-use crate::params::{paginate, Params};
+use crate::params::{page_json, Params};
 use crate::projects::exists;
 use crate::AppState;
 use axum::body::Bytes;
@@ -122,8 +122,5 @@ pub async fn open_triggered<S: Store, B: EventBus, C: Clock>(
         })
         .await?;
     let rest: Vec<Value> = events.iter().map(|e| e.to_rest_json()).collect();
-    let (page, next) = paginate(&rest, size, offset);
-    Ok(Json(
-        json!({"events": page, "nextPageKey": next, "pageSize": size, "totalCount": rest.len()}),
-    ))
+    Ok(Json(page_json("events", &rest, size, offset)))
 }
