@@ -230,3 +230,37 @@ async fn a_redelivered_event_whose_write_landed_republishes_the_same_effects() {
     let again = bus.drain();
     assert_eq!(again, first);
 }
+
+#[tokio::test]
+async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start() {
+    let (orch, bus, store) = setup().await;
+    orch.process(&trigger()).await.unwrap();
+    bus.drain();
+    // The abort commits, then every publish attempt fails and the process "dies".
+    bus.fail_next.store(100, Ordering::SeqCst);
+    assert!(orch
+        .control(
+            "p",
+            "ctx-1",
+            keelson_core::sequence::ControlAction::Abort,
+            None
+        )
+        .await
+        .is_err());
+    assert!(bus.drain().is_empty());
+    // A new process on the same store re-publishes the last effects it finds.
+    let bus2 = CaptureBus::default();
+    let orch2 = Orchestrator::new(
+        store,
+        bus2.clone(),
+        Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))),
+        Config::default(),
+    );
+    assert!(orch2.republish_recent(60_000).await.unwrap() >= 1);
+    let out = bus2.drain();
+    let fin = out
+        .iter()
+        .find(|e| e.ty == "sh.keptn.event.dev.delivery.finished")
+        .expect("the abort's .finished");
+    assert_eq!(fin.data["status"], serde_json::json!("aborted"));
+}

@@ -248,6 +248,14 @@ where
     let mut tasks = Vec::new();
 
     if opts.functions.shipyard {
+        match orch.republish_recent(60_000).await {
+            Ok(n) if n > 0 => tracing::info!(
+                events = n,
+                "re-published the last effects of the previous run"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "re-publishing the last effects failed"),
+        }
         let o = orch.clone();
         let q = queue.clone();
         let w = wake[keelson_shipyard::CONSUMER].clone();

@@ -347,6 +347,16 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         self.shipyards.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// At start: re-publishes the effects committed in the last `window_ms`
+    /// before the newest one, in case the previous process died between a
+    /// commit and its publish (ticks and control requests are not redelivered).
+    /// Consumers dedupe the repeats. Returns how many events were published.
+    pub async fn republish_recent(&self, window_ms: i64) -> Result<usize, Error> {
+        let effects = self.store.recent_effects(CONSUMER, window_ms).await?;
+        self.bus.publish(&effects).await?;
+        Ok(effects.len())
+    }
+
     /// Releases due tasks and applies timeouts in every lane that is due. Returns events emitted.
     pub async fn tick(&self) -> Result<usize, Error> {
         let now = self.clock.now();

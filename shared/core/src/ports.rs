@@ -241,6 +241,15 @@ pub trait SequenceStore: Send + Sync {
         effects: &[KeptnEvent],
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Effects of `consumer`'s applied records from the last `window_ms` before
+    /// its newest one, oldest first. A process that died between a commit and
+    /// its publish re-publishes them at start: effects of ticks and control
+    /// requests have no redelivery to do it (consumers dedupe the repeats).
+    fn recent_effects(
+        &self,
+        consumer: &str,
+        window_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
     /// Forgets applied records older than `before` (after the dedupe window no
     /// queue can still redeliver their events). Returns how many.
     fn purge_applied(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;

@@ -480,6 +480,28 @@ impl SequenceStore for MemoryStore {
         Ok(true)
     }
 
+    async fn recent_effects(&self, consumer: &str, window_ms: i64) -> StoreResult<Vec<KeptnEvent>> {
+        let st = lock(&self.inner);
+        let mine: Vec<(&(String, String), &(Vec<KeptnEvent>, Timestamp))> = st
+            .applied
+            .iter()
+            .filter(|((c, _), _)| c == consumer)
+            .collect();
+        let Some(newest) = mine.iter().map(|(_, (_, at))| *at).max() else {
+            return Ok(vec![]);
+        };
+        let from = newest.millis().saturating_sub(window_ms);
+        let mut recent: Vec<_> = mine
+            .into_iter()
+            .filter(|(_, (_, at))| at.millis() >= from)
+            .collect();
+        recent.sort_by(|a, b| (a.1 .1, &a.0 .1).cmp(&(b.1 .1, &b.0 .1)));
+        Ok(recent
+            .into_iter()
+            .flat_map(|(_, (effects, _))| effects.clone())
+            .collect())
+    }
+
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
         let mut st = lock(&self.inner);
         let n = st.applied.len();

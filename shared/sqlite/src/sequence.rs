@@ -185,6 +185,28 @@ impl SequenceStore for SqliteStore {
         })
     }
 
+    async fn recent_effects(&self, consumer: &str, window_ms: i64) -> StoreResult<Vec<KeptnEvent>> {
+        let rows: Vec<String> = self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT effects FROM applied WHERE consumer = ?1 AND applied_at >= \
+                     (SELECT MAX(applied_at) FROM applied WHERE consumer = ?1) - ?2 \
+                     ORDER BY applied_at, cause_id",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![consumer, window_ms], |r| r.get::<_, String>(0))
+                .db()?;
+            rows.collect::<Result<_, _>>().db()
+        })?;
+        let mut out = Vec::new();
+        for json in rows {
+            let effects: Vec<KeptnEvent> = from_json(&json)?;
+            out.extend(effects);
+        }
+        Ok(out)
+    }
+
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
         self.write(|tx| {
             let n = tx

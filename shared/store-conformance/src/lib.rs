@@ -96,6 +96,7 @@ macro_rules! __store_cases {
             a_cause_is_applied_once_and_a_rejected_commit_changes_nothing,
             applied_effects_round_trip,
             applied_records_older_than_the_window_are_purged,
+            recent_effects_are_those_near_the_newest_record,
             due_lanes_are_those_whose_wakeup_has_come,
             executions_are_projected_with_their_activity,
             open_triggers_are_replaced_on_every_lane_commit,

@@ -640,3 +640,44 @@ pub async fn applied_records_older_than_the_window_are_purged<S: SequenceStore>(
         .await
         .unwrap());
 }
+
+/// `recent_effects(consumer, window)` returns the effects of the consumer's
+/// applied records within `window` ms of its newest one, oldest first.
+pub async fn recent_effects_are_those_near_the_newest_record<S: SequenceStore>(s: &S) {
+    let e = |id: &str| {
+        ev(
+            id,
+            "sh.keptn.event.deployment.triggered",
+            "ctx",
+            ("p", "dev", "carts"),
+            1,
+        )
+    };
+    assert!(s.recent_effects("c", 10_000).await.unwrap().is_empty());
+    s.record_applied("c", "a", &[e("e1")], Timestamp::from_millis(1_000))
+        .await
+        .unwrap();
+    s.record_applied("c", "c", &[e("e3")], Timestamp::from_millis(59_000))
+        .await
+        .unwrap();
+    s.record_applied("c", "b", &[e("e2")], Timestamp::from_millis(50_000))
+        .await
+        .unwrap();
+    s.record_applied("other", "d", &[e("e4")], Timestamp::from_millis(100_000))
+        .await
+        .unwrap();
+    let ids = |v: Vec<KeptnEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.recent_effects("c", 10_000).await.unwrap()),
+        ["e2", "e3"]
+    );
+    assert_eq!(ids(s.recent_effects("c", 0).await.unwrap()), ["e3"]);
+    assert_eq!(
+        ids(s.recent_effects("c", 100_000).await.unwrap()),
+        ["e1", "e2", "e3"]
+    );
+    assert_eq!(
+        ids(s.recent_effects("nobody", 100_000).await.unwrap()),
+        Vec::<String>::new()
+    );
+}
