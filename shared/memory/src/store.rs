@@ -482,24 +482,20 @@ impl SequenceStore for MemoryStore {
 
     async fn recent_effects(&self, consumer: &str, window_ms: i64) -> StoreResult<Vec<KeptnEvent>> {
         let st = lock(&self.inner);
-        let mine: Vec<(&(String, String), &(Vec<KeptnEvent>, Timestamp))> = st
+        // (applied_at, cause_id, effects) of this consumer's records.
+        let mut mine: Vec<(Timestamp, &String, &Vec<KeptnEvent>)> = st
             .applied
             .iter()
             .filter(|((c, _), _)| c == consumer)
+            .map(|((_, cause), (effects, at))| (*at, cause, effects))
             .collect();
-        let Some(newest) = mine.iter().map(|(_, (_, at))| *at).max() else {
+        let Some(newest) = mine.iter().map(|(at, _, _)| *at).max() else {
             return Ok(vec![]);
         };
         let from = newest.millis().saturating_sub(window_ms);
-        let mut recent: Vec<_> = mine
-            .into_iter()
-            .filter(|(_, (_, at))| at.millis() >= from)
-            .collect();
-        recent.sort_by(|a, b| (a.1 .1, &a.0 .1).cmp(&(b.1 .1, &b.0 .1)));
-        Ok(recent
-            .into_iter()
-            .flat_map(|(_, (effects, _))| effects.clone())
-            .collect())
+        mine.retain(|(at, _, _)| at.millis() >= from);
+        mine.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        Ok(mine.into_iter().flat_map(|(_, _, e)| e.clone()).collect())
     }
 
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
