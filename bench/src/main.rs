@@ -28,6 +28,18 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// `p50 … | p90 … | p99 … | max …` of millisecond samples (sorts them).
+fn percentiles(samples: &mut [f64]) -> String {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "p50 {:.3} ms | p90 {:.3} ms | p99 {:.3} ms | max {:.3} ms",
+        pct(samples, 50.0),
+        pct(samples, 90.0),
+        pct(samples, 99.0),
+        pct(samples, 100.0)
+    )
+}
+
 async fn node(dir: &std::path::Path, observer: Option<Observer>) -> anyhow::Result<(Node, Client)> {
     let mut opts = NodeOptions::new(
         StoreChoice::Sqlite(dir.to_path_buf()),
@@ -103,14 +115,10 @@ async fn latency(transitions: usize) -> anyhow::Result<()> {
             prev_trigger = Some(id);
         }
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "| task transition latency (.finished accepted → next .triggered emitted) | {} transitions | p50 {:.3} ms | p90 {:.3} ms | p99 {:.3} ms | max {:.3} ms |",
+        "| task transition latency (.finished accepted → next .triggered emitted) | {} transitions | {} |",
         samples.len(),
-        pct(&samples, 50.0),
-        pct(&samples, 90.0),
-        pct(&samples, 99.0),
-        pct(&samples, 100.0)
+        percentiles(&mut samples)
     );
     n.stop().await;
     Ok(())
@@ -252,14 +260,10 @@ async fn query(total: usize, samples: usize) -> anyhow::Result<()> {
             bail!("unexpected totalCount {}", v["totalCount"]);
         }
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "| datastore GET /event?keptnContext (HTTP, page of 20, totalCount) | {total} events stored ({contexts} contexts, loaded in {:.1} s) | p50 {:.3} ms | p90 {:.3} ms | p99 {:.3} ms | max {:.3} ms |",
+        "| datastore GET /event?keptnContext (HTTP, page of 20, totalCount) | {total} events stored ({contexts} contexts, loaded in {:.1} s) | {} |",
         load.as_secs_f64(),
-        pct(&lat, 50.0),
-        pct(&lat, 90.0),
-        pct(&lat, 99.0),
-        pct(&lat, 100.0)
+        percentiles(&mut lat)
     );
     n.stop().await;
     // The store alone, without HTTP.
@@ -283,13 +287,9 @@ async fn query(total: usize, samples: usize) -> anyhow::Result<()> {
         lat.push(s.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(page.total_count, per_ctx);
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "| datastore query_events by keptnContext (store only) | {total} events | p50 {:.3} ms | p90 {:.3} ms | p99 {:.3} ms | max {:.3} ms |",
-        pct(&lat, 50.0),
-        pct(&lat, 90.0),
-        pct(&lat, 99.0),
-        pct(&lat, 100.0)
+        "| datastore query_events by keptnContext (store only) | {total} events | {} |",
+        percentiles(&mut lat)
     );
     Ok(())
 }

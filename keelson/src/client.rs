@@ -41,11 +41,6 @@ impl Client {
         }
     }
 
-    /// The base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends a request; non-2xx answers become [`ApiFailure`].
     pub async fn call(
         &self,

@@ -50,10 +50,7 @@ impl IntoResponse for ApiError {
 
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::NotFound(m) => ApiError::not_found(m),
-            e => ApiError::bad_request(e.to_string()),
-        }
+        ApiError::bad_request(e.to_string())
     }
 }
 

@@ -122,12 +122,14 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 None => (0, LaneState::default()),
             };
             let now = self.clock.now();
+            let mut paused_read = None;
             let decision = if is_trigger {
                 let spec = self.resolve(ev, &key).await?;
                 let paused = self
                     .store
                     .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
                     .await?;
+                paused_read = Some(paused);
                 sequence::handle(
                     &lane,
                     Input::Trigger {
@@ -147,8 +149,8 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             match self.write(&key, version, &lane, &decision, &ev.id).await {
                 Ok(()) => {
                     self.bus.publish(&decision.emit).await?;
-                    if is_trigger {
-                        self.reconcile_pause(ev, &key).await?;
+                    if let Some(paused) = paused_read {
+                        self.reconcile_pause(ev, &key, paused).await?;
                     }
                     return Ok(Outcome::Applied {
                         emitted: decision.emit.len(),
@@ -207,32 +209,41 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
     async fn publish_with_retry(&self, events: &[KeptnEvent]) -> Result<(), Error> {
         // No sleeping here (the core of this function is runtime-free); the
         // store adapters already wait on busy databases.
-        let mut last = None;
-        for _ in 0..3 {
+        let mut attempt = 1;
+        loop {
             match self.bus.publish(events).await {
                 Ok(()) => return Ok(()),
+                Err(e) if attempt >= 3 => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "publishing committed effects failed; retrying");
-                    last = Some(e);
+                    tracing::warn!(error = %e, attempt, "publishing committed effects failed; retrying");
+                    attempt += 1;
                 }
             }
         }
-        Err(last.map_or(Error::TooManyConflicts("publish".into()), Error::from))
     }
 
-    /// A pause or resume may have landed between reading the pause mark and
-    /// committing a new execution; if the mark changed, apply it now.
-    async fn reconcile_pause(&self, ev: &KeptnEvent, key: &LaneKey) -> Result<(), Error> {
+    /// A pause or resume may have landed between reading the pause mark
+    /// (`paused_read`) and committing a new execution; if the mark changed,
+    /// apply it now. One read when nothing changed (the usual case).
+    async fn reconcile_pause(
+        &self,
+        ev: &KeptnEvent,
+        key: &LaneKey,
+        paused_read: bool,
+    ) -> Result<(), Error> {
+        let paused = self
+            .store
+            .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
+            .await?;
+        if paused == paused_read {
+            return Ok(());
+        }
         let Some(lane) = self.store.load_lane(key).await? else {
             return Ok(());
         };
         let Some(exec) = lane.value.executions.iter().find(|e| e.id == ev.id) else {
             return Ok(());
         };
-        let paused = self
-            .store
-            .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
-            .await?;
         if paused != exec.paused {
             let action = if paused {
                 ControlAction::Pause
@@ -456,8 +467,10 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             );
             let cause_id = ids::derive(cause, &format!("{}@{}", key.id(), loaded.version));
             if !d.changed {
-                if cause == "tick" {
-                    // Nothing due after all (e.g. paused): clear the wake-up by rewriting it.
+                if matches!(input(&loaded.value), Input::Tick) {
+                    // Woken but nothing was due (the timeouts changed since the
+                    // wake-up was stored): store the right wake-up, or the lane
+                    // would be picked up on every tick.
                     let next = sequence::next_wakeup(&loaded.value, &self.cfg);
                     match self
                         .store

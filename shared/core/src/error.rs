@@ -22,9 +22,6 @@ pub enum CoreError {
     /// Input that fails validation; `field` names what is wrong.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    /// Something asked for does not exist.
-    #[error("{0}")]
-    NotFound(String),
 }
 
 impl CoreError {
@@ -39,7 +36,7 @@ impl CoreError {
     /// The kind a shell maps this error from.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            CoreError::Invalid { .. } | CoreError::NotFound(_) => ErrorKind::Invalid,
+            CoreError::Invalid { .. } => ErrorKind::Invalid,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! Errors name the field (`spec.stages[1].sequences[0].tasks`) and the problem.
 
 use crate::error::CoreError;
-use crate::event::sequence_type;
 use crate::project::validate_name;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -308,14 +307,6 @@ impl Shipyard {
             }
         }
         out
-    }
-
-    /// The type that starts `sequence` in the first stage.
-    pub fn first_stage_trigger(&self, sequence: &str) -> Option<String> {
-        self.spec
-            .stages
-            .first()
-            .map(|s| sequence_type(&s.name, sequence, "triggered"))
     }
 }
 
