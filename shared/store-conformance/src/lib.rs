@@ -52,6 +52,11 @@ macro_rules! store_tests {
     (guarded $make:expr) => {
         $crate::__store_cases!(tests guarded ($make));
     };
+    // `store_tests!(async make)` with `make: Fn() -> impl Future<Output = S>`
+    // (a store on a backend that needs setting up, like a fresh table).
+    (async $make:expr) => {
+        $crate::__store_cases!(tests awaited ($make));
+    };
     ($make:expr) => {
         $crate::__store_cases!(tests plain ($make));
     };
@@ -128,6 +133,9 @@ macro_rules! __store_cases {
     };
     (@make guarded $make:tt) => {
         ($make)()
+    };
+    (@make awaited $make:tt) => {
+        (($make)().await, ())
     };
 }
 

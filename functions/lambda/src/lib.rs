@@ -1,0 +1,174 @@
+//! The shells shared by the Lambda `main`s and `keelson serve --backend aws`:
+//! settings from the environment, clients built once, and each queue-fed
+//! function as an SQS [`Consumer`].
+
+use keelson_aws::clients;
+use keelson_aws::config::SdkConfig;
+use keelson_aws::dynamo::DynamoStore;
+use keelson_aws::eventbridge::EventBridgeBus;
+use keelson_aws::names::{ENV_BUS, ENV_DLQ_URL, ENV_TABLE, ENV_TOKEN_PARAMETER};
+use keelson_aws::sqs::{Consumer, DeadLetterQueue, Failure};
+use keelson_aws::Settings;
+use keelson_core::event::KeptnEvent;
+use keelson_core::ports::{Clock, EventBus, Store, Subscription, SystemClock};
+use keelson_core::sequence::Config as SequenceConfig;
+use keelson_shipyard::Orchestrator;
+use std::sync::Arc;
+
+/// The orchestrator of AWS mode.
+pub type AwsOrchestrator = Orchestrator<DynamoStore, EventBridgeBus, SystemClock>;
+
+/// What every function builds once per cold start.
+#[derive(Clone)]
+pub struct Env {
+    /// The SDK configuration.
+    pub sdk: SdkConfig,
+    /// The state table.
+    pub store: DynamoStore,
+    /// The bus.
+    pub bus: EventBridgeBus,
+}
+
+fn var(name: &str) -> Result<String, String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("environment variable {name} is not set"))
+}
+
+impl Env {
+    /// From `KEELSON_TABLE`, `KEELSON_BUS` and the SDK's own variables.
+    pub async fn from_env() -> Result<Env, String> {
+        let sdk = keelson_aws::load(&Settings::from_env()).await;
+        Ok(Env::new(sdk, &var(ENV_TABLE)?, &var(ENV_BUS)?))
+    }
+
+    /// On a given table and bus.
+    pub fn new(sdk: SdkConfig, table: &str, bus: &str) -> Env {
+        let store = DynamoStore::new(clients::dynamodb(&sdk), table);
+        let bus = EventBridgeBus::new(clients::eventbridge(&sdk), bus);
+        Env { sdk, store, bus }
+    }
+
+    /// The orchestrator.
+    pub fn orchestrator(&self, cfg: SequenceConfig) -> Arc<AwsOrchestrator> {
+        Arc::new(Orchestrator::new(
+            self.store.clone(),
+            self.bus.clone(),
+            SystemClock,
+            cfg,
+        ))
+    }
+
+    /// The dead-letter queue named by `KEELSON_DLQ_URL`.
+    pub fn dead_letters_from_env(&self) -> Result<DeadLetterQueue, String> {
+        Ok(DeadLetterQueue::new(
+            clients::sqs(&self.sdk),
+            &var(ENV_DLQ_URL)?,
+        ))
+    }
+
+    /// The API token from the SSM parameter named by `KEELSON_TOKEN_PARAMETER`.
+    pub async fn token_from_env(&self) -> Result<String, String> {
+        let name = var(ENV_TOKEN_PARAMETER)?;
+        keelson_aws::token::read(&clients::ssm(&self.sdk), &name)
+            .await
+            .map_err(|e| format!("reading the API token from {name}: {e}"))
+    }
+}
+
+/// Client constructors.
+pub mod aws_sdk {
+    pub use keelson_aws::clients::*;
+}
+
+/// Orchestration timeouts from `KEELSON_TASK_STARTED_TIMEOUT` /
+/// `KEELSON_TASK_FINISHED_TIMEOUT` (Go durations such as `10m`).
+pub fn sequence_config_from_env() -> Result<SequenceConfig, String> {
+    let mut cfg = SequenceConfig::default();
+    if let Ok(v) = std::env::var("KEELSON_TASK_STARTED_TIMEOUT") {
+        cfg.task_started_timeout_ms = keelson_core::shipyard::parse_go_duration(&v)
+            .map_err(|e| format!("KEELSON_TASK_STARTED_TIMEOUT: {e}"))?;
+    }
+    if let Ok(v) = std::env::var("KEELSON_TASK_FINISHED_TIMEOUT") {
+        cfg.task_finished_timeout_ms = Some(
+            keelson_core::shipyard::parse_go_duration(&v)
+                .map_err(|e| format!("KEELSON_TASK_FINISHED_TIMEOUT: {e}"))?,
+        );
+    }
+    Ok(cfg)
+}
+
+/// Logs as JSON-free plain lines (CloudWatch keeps them as they are).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}
+
+/// The shipyard function as a queue consumer: events one at a time, in order.
+pub struct ShipyardConsumer<S, B, C>(pub Arc<Orchestrator<S, B, C>>);
+
+impl<S: Store, B: EventBus, C: Clock> Consumer for ShipyardConsumer<S, B, C> {
+    fn subscription(&self) -> Subscription {
+        keelson_shipyard::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        let mut out = Vec::with_capacity(events.len());
+        for ev in &events {
+            out.push(
+                self.0
+                    .process(ev)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Failure::new(e.kind(), e.to_string())),
+            );
+        }
+        out
+    }
+}
+
+/// The datastore function as a queue consumer: a batch in one write.
+pub struct DatastoreConsumer<S>(pub S);
+
+impl<S: Store> Consumer for DatastoreConsumer<S> {
+    fn subscription(&self) -> Subscription {
+        keelson_datastore::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        let n = events.len();
+        match keelson_datastore::store_events(&self.0, &events).await {
+            Ok(_) => vec![Ok(()); n],
+            Err(e) => vec![Err(Failure::new(e.kind(), e.to_string())); n],
+        }
+    }
+}
+
+/// The scheduled sweep of the shipyard function: timeouts, `triggeredAfter`
+/// and queued dispatch, and forgetting applied-event records past the dedupe
+/// window. Returns the number of events emitted.
+pub async fn sweep<S: Store, B: EventBus, C: Clock>(
+    orch: &Orchestrator<S, B, C>,
+    dedupe_window_ms: i64,
+) -> Result<usize, String> {
+    let emitted = orch.tick().await.map_err(|e| e.to_string())?;
+    let before = orch.clock().now().minus(time_ms(dedupe_window_ms));
+    if let Err(e) = keelson_core::ports::SequenceStore::purge_applied(orch.store(), before).await {
+        tracing::warn!(error = %e, "pruning applied-event records failed");
+    }
+    Ok(emitted)
+}
+
+fn time_ms(ms: i64) -> time::Duration {
+    time::Duration::milliseconds(ms)
+}
+
+/// Applied-event records are kept this long: longer than SQS keeps a message (14 days).
+pub const DEDUPE_WINDOW_MS: i64 = 15 * 24 * 3600 * 1000;
