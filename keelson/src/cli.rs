@@ -59,6 +59,40 @@ enum Cmd {
     Resume(ControlTarget),
     /// Abort a sequence.
     Abort(ControlTarget),
+    /// AWS mode: create a stack's resources on an emulator.
+    #[command(subcommand)]
+    Aws(AwsCmd),
+}
+
+#[derive(Subcommand)]
+enum AwsCmd {
+    /// Creates the resources of infra/aws/template.yaml (table, bus, rules,
+    /// queues, dead-letter queues, token parameter) for a stack, on an
+    /// emulator. Repeatable. On real AWS, deploy the template with SAM instead.
+    Provision {
+        /// The stack name resources are named after.
+        #[arg(long, default_value = "keelson", env = "KEELSON_STACK")]
+        stack: String,
+        /// The emulator's endpoint.
+        #[arg(
+            long = "aws-endpoint",
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566"
+        )]
+        aws_endpoint: String,
+        /// The API token to store in the stack's SSM parameter; generated when absent.
+        #[arg(long = "token", env = "KEELSON_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+/// Where `serve` keeps state and moves events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// Embedded SQLite (or memory) and an in-process bus.
+    Local,
+    /// DynamoDB, EventBridge and SQS of a stack.
+    Aws,
 }
 
 #[derive(Args)]
@@ -97,6 +131,19 @@ struct ServeArgs {
     /// How long applied event ids are remembered for deduplication (Go duration).
     #[arg(long, default_value = "360h", env = "KEELSON_DEDUPE_WINDOW")]
     dedupe_window: String,
+    /// `local` (SQLite or memory) or `aws` (DynamoDB, EventBridge and SQS of `--stack`).
+    #[arg(long, value_enum, default_value = "local", env = "KEELSON_BACKEND")]
+    backend: Backend,
+    /// AWS backend: the stack whose resources to use.
+    #[arg(long, default_value = "keelson", env = "KEELSON_STACK")]
+    stack: String,
+    /// AWS backend: an emulator's endpoint (real AWS when absent; region and
+    /// credentials come from the usual AWS variables and profiles).
+    #[arg(long = "aws-endpoint", env = "AWS_ENDPOINT_URL")]
+    aws_endpoint: Option<String>,
+    /// AWS backend: create the stack's resources first (emulators only).
+    #[arg(long, requires = "aws_endpoint")]
+    provision: bool,
 }
 
 #[derive(Args)]
@@ -303,6 +350,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .try_init();
     match &cli.cmd {
         Cmd::Serve(a) => serve(a).await,
+        Cmd::Aws(AwsCmd::Provision {
+            stack,
+            aws_endpoint,
+            token,
+        }) => {
+            let settings = keelson_aws::Settings::emulator(aws_endpoint);
+            let generated = token.is_none();
+            let tok = token.clone().unwrap_or_else(token::generate);
+            let p = provision_stack(&settings, stack, &tok).await?;
+            println!("Provisioned stack {stack} on {aws_endpoint}:");
+            for (id, name) in p.tables.iter().chain(&p.buses) {
+                println!("  {id:<26} {name}");
+            }
+            for (id, url) in &p.queues {
+                println!("  {id:<26} {url}");
+            }
+            for (id, (name, targets)) in &p.rules {
+                println!("  {id:<26} {name} -> {}", targets.join(", "));
+            }
+            let param = keelson_aws::names::Names::new(stack).token_parameter();
+            if generated {
+                println!("  API token (SSM {param}): {tok}");
+            } else {
+                println!("  API token stored in SSM {param}");
+            }
+            Ok(())
+        }
         Cmd::Quickstart(a) => crate::quickstart::run(a.port, a.keep_running).await,
         Cmd::Auth => {
             let endpoint = cli
@@ -494,6 +568,9 @@ async fn control(cli: &Cli, t: &ControlTarget, state: &str) -> anyhow::Result<()
 
 async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let functions = FunctionSet::parse(&a.functions).map_err(|e| anyhow!("--functions: {e}"))?;
+    if a.backend == Backend::Aws {
+        return serve_aws(a, functions).await;
+    }
     let (store, dir) = if a.memory {
         (StoreChoice::Memory, None)
     } else {
@@ -502,22 +579,7 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     };
     let env_token = std::env::var("KEELSON_API_TOKEN").ok();
     let (tok, origin) = token::resolve(env_token, dir.as_deref())?;
-    let mut opts = NodeOptions::new(store, SocketAddr::new(a.host, a.port), tok.clone());
-    opts.functions = functions;
-    opts.sequence.task_started_timeout_ms =
-        duration_ms("task-started-timeout", &a.task_started_timeout)?;
-    opts.sequence.task_finished_timeout_ms = a
-        .task_finished_timeout
-        .as_deref()
-        .map(|d| duration_ms("task-finished-timeout", d))
-        .transpose()?;
-    opts.retention = a
-        .retention
-        .as_deref()
-        .map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64)))
-        .transpose()?;
-    opts.dedupe_window =
-        Duration::from_millis(duration_ms("dedupe-window", &a.dedupe_window)? as u64);
+    let mut opts = node_options(a, store, tok.clone(), functions)?;
     if a.demo {
         opts.echo_tasks = vec!["deployment".into(), "test".into(), "release".into()];
         opts.echo_delay = Duration::from_millis(300);
@@ -543,6 +605,112 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         "Try:  curl -H 'x-token: <token>' {}/v1/metadata",
         node.api_url()
     );
+    shutdown_signal().await?;
+    println!("Stopping.");
+    node.stop().await;
+    Ok(())
+}
+
+/// The settings every backend shares.
+fn node_options(
+    a: &ServeArgs,
+    store: StoreChoice,
+    tok: String,
+    functions: FunctionSet,
+) -> anyhow::Result<NodeOptions> {
+    let mut opts = NodeOptions::new(store, SocketAddr::new(a.host, a.port), tok);
+    opts.functions = functions;
+    opts.sequence.task_started_timeout_ms =
+        duration_ms("task-started-timeout", &a.task_started_timeout)?;
+    opts.sequence.task_finished_timeout_ms = a
+        .task_finished_timeout
+        .as_deref()
+        .map(|d| duration_ms("task-finished-timeout", d))
+        .transpose()?;
+    opts.retention = a
+        .retention
+        .as_deref()
+        .map(|d| duration_ms("retention", d).map(|ms| Duration::from_millis(ms as u64)))
+        .transpose()?;
+    opts.dedupe_window =
+        Duration::from_millis(duration_ms("dedupe-window", &a.dedupe_window)? as u64);
+    Ok(opts)
+}
+
+async fn provision_stack(
+    settings: &keelson_aws::Settings,
+    stack: &str,
+    token: &str,
+) -> anyhow::Result<keelson_aws::provision::Provisioned> {
+    let sdk = keelson_aws::load(settings).await;
+    let t = keelson_aws::provision::Template::parse(keelson_aws::provision::TEMPLATE)
+        .map_err(|e| anyhow!(e))?;
+    keelson_aws::provision::provision(&sdk, &t, stack, Some(token))
+        .await
+        .with_context(|| format!("provisioning stack {stack}"))
+}
+
+/// `serve --backend aws`.
+async fn serve_aws(a: &ServeArgs, functions: FunctionSet) -> anyhow::Result<()> {
+    if a.demo {
+        bail!("--demo: the demo executors run with --backend local only");
+    }
+    if a.memory || a.data_dir.is_some() {
+        bail!("--memory/--data-dir: not used with --backend aws (state is in DynamoDB)");
+    }
+    let settings = match &a.aws_endpoint {
+        Some(e) => keelson_aws::Settings::emulator(e),
+        None => keelson_aws::Settings::from_env(),
+    };
+    let names = keelson_aws::names::Names::new(&a.stack);
+    let target = keelson::AwsTarget::new(settings.clone(), &a.stack);
+    let (tok, origin) = match std::env::var("KEELSON_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => (t, "from KEELSON_API_TOKEN".to_string()),
+        None if a.provision => {
+            let t = token::generate();
+            (
+                t.clone(),
+                format!("{t} (generated; stored in SSM {})", names.token_parameter()),
+            )
+        }
+        None => {
+            let sdk = keelson_aws::load(&settings).await;
+            let t = keelson_aws::token::read(
+                &keelson_aws::clients::ssm(&sdk),
+                &names.token_parameter(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "no KEELSON_API_TOKEN, and reading SSM parameter {} failed",
+                    names.token_parameter()
+                )
+            })?;
+            (t, format!("from SSM {}", names.token_parameter()))
+        }
+    };
+    if a.provision {
+        provision_stack(&settings, &a.stack, &tok).await?;
+    }
+    let opts = node_options(a, StoreChoice::Aws(target), tok.clone(), functions)?;
+    let sweep = opts.tick_interval;
+    let node = Node::start(opts).await?;
+    println!("Keelson is running (AWS backend, stack {}).", a.stack);
+    if a.functions.contains("api") {
+        println!("  API:    {}", node.api_url());
+    }
+    println!(
+        "  AWS:    {} (table {}, bus {}, queues {}-*)",
+        a.aws_endpoint.as_deref().unwrap_or("real AWS"),
+        names.table(),
+        names.bus(),
+        a.stack
+    );
+    println!("  Sweep:  every {} ms", sweep.as_millis());
+    println!("  Token:  {origin}");
     shutdown_signal().await?;
     println!("Stopping.");
     node.stop().await;

@@ -71,6 +71,8 @@ pub enum StoreChoice {
     Sqlite(PathBuf),
     /// In memory; gone when the process ends.
     Memory,
+    /// DynamoDB, EventBridge and SQS of a stack (`--backend aws`).
+    Aws(crate::aws::AwsTarget),
 }
 
 /// Settings of a local node.
@@ -148,6 +150,10 @@ impl Node {
         // With a shared SQLite file the functions may run in several processes
         // (`--functions`), so every process publishes for all of the control
         // plane's consumers; in memory only this process's consumers exist.
+        if let StoreChoice::Aws(target) = &opts.store {
+            let target = target.clone();
+            return crate::aws::start(opts, &target).await;
+        }
         let shared = matches!(opts.store, StoreChoice::Sqlite(_));
         let mut subs = vec![];
         if opts.functions.shipyard || shared {
@@ -160,6 +166,7 @@ impl Node {
             subs.push(executors::subscription(t));
         }
         match &opts.store {
+            StoreChoice::Aws(_) => unreachable!("handled above"),
             StoreChoice::Memory => {
                 let store = keelson_memory::MemoryStore::new();
                 let bus = keelson_memory::MemoryBus::new(subs.clone());
@@ -176,6 +183,20 @@ impl Node {
         }
     }
 
+    pub(crate) fn from_parts(
+        addr: SocketAddr,
+        token: String,
+        tasks: Vec<JoinHandle<()>>,
+        shutdown: Arc<Notify>,
+    ) -> Node {
+        Node {
+            addr,
+            token,
+            tasks,
+            shutdown,
+        }
+    }
+
     /// Stops every task and waits for the API to close.
     pub async fn stop(self) {
         self.shutdown.notify_waiters();
@@ -186,6 +207,51 @@ impl Node {
             let _ = t.await;
         }
     }
+}
+
+/// A bus that shows every published event to an observer.
+#[derive(Clone)]
+pub struct ObservedBus<B> {
+    inner: B,
+    observer: Option<Observer>,
+}
+
+impl<B> ObservedBus<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, observer: Option<Observer>) -> Self {
+        ObservedBus { inner, observer }
+    }
+}
+
+impl<B: EventBus> EventBus for ObservedBus<B> {
+    async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
+        self.inner.publish(events).await?;
+        if let Some(o) = &self.observer {
+            events.iter().for_each(|e| o(e));
+        }
+        Ok(())
+    }
+}
+
+/// Binds the API and serves `app` until `shutdown`.
+pub(crate) async fn spawn_api(
+    listen: SocketAddr,
+    app: axum::Router,
+    shutdown: Arc<Notify>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the API to {listen}"))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.notified().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok((addr, task))
 }
 
 /// A bus that wakes the consumers it delivered to.
@@ -391,24 +457,13 @@ where
 
     let mut addr = opts.listen;
     if opts.functions.api {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("binding the API to {}", opts.listen))?;
-        addr = listener.local_addr()?;
         let api = Arc::new(keelson_api::Api {
             orch: orch.clone(),
             token: opts.token.clone(),
         });
-        let app = keelson_api::router(api);
-        let sd = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.notified().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        }));
+        let (a, task) = spawn_api(opts.listen, keelson_api::router(api), shutdown.clone()).await?;
+        addr = a;
+        tasks.push(task);
     }
     Ok(Node {
         addr,

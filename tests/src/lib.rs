@@ -54,6 +54,20 @@ spec:
             - name: release
 "#;
 
+/// A fresh stack on the emulator (started by `localstack/start` if needed), provisioned from the template.
+pub fn aws_target() -> keelson::AwsTarget {
+    let endpoint = keelson_aws::emulator::test_endpoint();
+    keelson_aws::emulator::ensure(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        &endpoint,
+    );
+    let stack = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut t = keelson::AwsTarget::new(keelson_aws::Settings::emulator(&endpoint), &stack);
+    t.provision = true;
+    t.poll_wait = Duration::from_secs(2);
+    t
+}
+
 /// A node under test with its client.
 pub struct TestNode {
     /// The node.
@@ -73,6 +87,8 @@ pub struct Setup {
     pub started_timeout_ms: Option<i64>,
     /// SQLite in this directory instead of memory.
     pub data_dir: Option<std::path::PathBuf>,
+    /// The AWS backend on the emulator, on a fresh stack.
+    pub aws: bool,
 }
 
 impl TestNode {
@@ -81,14 +97,25 @@ impl TestNode {
         Self::start_with(Setup::default()).await
     }
 
+    /// Starts a node with the AWS backend on a fresh stack on the emulator.
+    pub async fn start_aws() -> anyhow::Result<TestNode> {
+        Self::start_with(Setup {
+            aws: true,
+            ..Setup::default()
+        })
+        .await
+    }
+
     /// Starts a node as described.
     pub async fn start_with(s: Setup) -> anyhow::Result<TestNode> {
         let store = match &s.data_dir {
+            _ if s.aws => StoreChoice::Aws(aws_target()),
             Some(d) => StoreChoice::Sqlite(d.clone()),
             None => StoreChoice::Memory,
         };
         let mut opts = NodeOptions::new(store, SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN.into());
-        opts.tick_interval = Duration::from_millis(20);
+        // The emulator answers every sweep's query; a slower sweep keeps it responsive.
+        opts.tick_interval = Duration::from_millis(if s.aws { 200 } else { 20 });
         let clock = s
             .manual_clock
             .then(|| Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))));

@@ -12,6 +12,7 @@
 
 use crate::error::store_error;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+pub use aws_sdk_sqs::Client as SqsClient;
 use aws_sdk_sqs::Client;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{StoreResult, Subscription};

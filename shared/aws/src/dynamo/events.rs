@@ -145,7 +145,8 @@ impl DynamoStore {
             .map_err(store_error)?;
         let attrs = out.attributes.unwrap_or_default();
         let last: u64 = get_n(&attrs, "n")?;
-        Ok(last + 1 - count as u64)
+        last.checked_sub(count as u64 - 1)
+            .ok_or_else(|| super::item::malformed(&attrs, "the storage counter went backwards"))
     }
 
     /// Stores one event; false if its id is taken.

@@ -10,7 +10,9 @@
 //! consumer and time in `gsi1` and, for purging, by time in sharded `gsi3`
 //! partitions.
 
-use super::io::{delete_action, names, put_action, values, Cond, Sk, MAX_ITEM_BYTES, Q};
+use super::io::{
+    delete_action, names, put_action, values, Cond, Sk, MAX_ITEM_BYTES, MAX_TRANSACTION_ITEMS, Q,
+};
 use super::item::{
     b, from_json_bytes, get_b, get_json, get_list_s, get_n, get_s, item, limit, n, opt_n, s,
     to_json, Item,
@@ -371,6 +373,10 @@ impl SequenceStore for DynamoStore {
                 let Some(old) = old else { continue };
                 count += 1;
                 if let Some(chunks) = opt_n::<usize>(&old, "chunks")? {
+                    // Chunks are at most 300 KiB of a transaction's 4 MB.
+                    if chunks > MAX_TRANSACTION_ITEMS {
+                        return Err(super::item::malformed(&old, "implausible chunk count"));
+                    }
                     let deletes = (0..chunks)
                         .map(|i| DynamoStore::delete_request(&pk, &effects_sk(i)))
                         .collect::<StoreResult<Vec<_>>>()?;

@@ -1,0 +1,156 @@
+//! `keelson serve --backend aws`: the same functions as local mode, but on
+//! DynamoDB, EventBridge and SQS. Each queue-fed function's Lambda handler is
+//! fed from its real queue by a [`Poller`] that behaves like Lambda's SQS event
+//! source mapping; the sweep runs on a timer; the API writes to DynamoDB and
+//! EventBridge. Runs against an emulator or real AWS with ordinary credentials.
+
+use crate::node::{spawn_api, Node, NodeOptions};
+use anyhow::{anyhow, bail, Context};
+use keelson_aws::names::Names;
+use keelson_aws::provision::{provision, Template, TEMPLATE};
+use keelson_aws::sqs::{Consumer, DeadLetterQueue, Poller, PollerConfig, SqsClient};
+use keelson_aws::{clients, Settings};
+use keelson_lambda::{DatastoreConsumer, Env, ShipyardConsumer};
+use keelson_shipyard::Orchestrator;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Where the AWS resources are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsTarget {
+    /// Endpoint and region.
+    pub settings: Settings,
+    /// The stack whose resources to use (`<stack>-state`, `<stack>-bus`, …).
+    pub stack: String,
+    /// Create the template's resources first (emulators).
+    pub provision: bool,
+    /// How long a poller waits for messages per receive.
+    pub poll_wait: Duration,
+}
+
+impl AwsTarget {
+    /// The stack `stack` on `settings`.
+    pub fn new(settings: Settings, stack: &str) -> Self {
+        AwsTarget {
+            settings,
+            stack: stack.into(),
+            provision: false,
+            poll_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Starts the functions of `opts` against `target`.
+pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node> {
+    if !opts.echo_tasks.is_empty() {
+        bail!("--demo: the demo executors run in local mode only");
+    }
+    let sdk = keelson_aws::load(&target.settings).await;
+    let names = Names::new(&target.stack);
+    if target.provision {
+        let t = Template::parse(TEMPLATE).map_err(|e| anyhow!(e))?;
+        provision(&sdk, &t, &target.stack, None)
+            .await
+            .with_context(|| format!("provisioning stack {}", target.stack))?;
+    }
+    let env = Env::new(sdk.clone(), &names.table(), &names.bus());
+    let bus = crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone());
+    let orch = Arc::new(Orchestrator::new(
+        env.store.clone(),
+        bus,
+        opts.clock.clone(),
+        opts.sequence.clone(),
+    ));
+    let sqs = clients::sqs(&sdk);
+    let queue_url = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            let out = sqs
+                .get_queue_url()
+                .queue_name(&name)
+                .send()
+                .await
+                .map_err(keelson_aws::error::store_error)
+                .with_context(|| {
+                    format!("finding queue {name} (is the stack deployed or provisioned?)")
+                })?;
+            out.queue_url()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("queue {name} has no URL"))
+        }
+    };
+    let config = PollerConfig {
+        wait: target.poll_wait,
+        ..PollerConfig::default()
+    };
+    let mut tasks = Vec::new();
+    // Lambda runs several pollers per queue; two keep a slow batch from holding up the next.
+    const POLLERS: usize = 2;
+    if opts.functions.shipyard {
+        let q = queue_url(names.queue(keelson_shipyard::CONSUMER)).await?;
+        let dlq = queue_url(names.dlq(keelson_shipyard::CONSUMER)).await?;
+        for _ in 0..POLLERS {
+            tasks.push(spawn_poller(
+                &sqs,
+                &q,
+                &dlq,
+                ShipyardConsumer(orch.clone()),
+                config.clone(),
+            ));
+        }
+        let o = orch.clone();
+        let every = opts.tick_interval;
+        let window = opts.dedupe_window.as_millis() as i64;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = keelson_lambda::sweep(&o, window).await {
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
+    if opts.functions.datastore {
+        let q = queue_url(names.queue(keelson_datastore::CONSUMER)).await?;
+        let dlq = queue_url(names.dlq(keelson_datastore::CONSUMER)).await?;
+        for _ in 0..POLLERS {
+            tasks.push(spawn_poller(
+                &sqs,
+                &q,
+                &dlq,
+                DatastoreConsumer(env.store.clone()),
+                config.clone(),
+            ));
+        }
+    }
+    let shutdown = Arc::new(Notify::new());
+    let mut addr = opts.listen;
+    if opts.functions.api {
+        let api = Arc::new(keelson_api::Api {
+            orch: orch.clone(),
+            token: opts.token.clone(),
+        });
+        let (a, task) = spawn_api(opts.listen, keelson_api::router(api), shutdown.clone()).await?;
+        addr = a;
+        tasks.push(task);
+    }
+    Ok(Node::from_parts(addr, opts.token, tasks, shutdown))
+}
+
+fn spawn_poller<C: Consumer + 'static>(
+    sqs: &SqsClient,
+    queue: &str,
+    dlq: &str,
+    consumer: C,
+    config: PollerConfig,
+) -> tokio::task::JoinHandle<()> {
+    let poller = Poller {
+        client: sqs.clone(),
+        queue_url: queue.into(),
+        consumer,
+        dead: DeadLetterQueue::new(sqs.clone(), dlq),
+        config,
+    };
+    tokio::spawn(async move { poller.run().await })
+}
