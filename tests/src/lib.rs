@@ -76,6 +76,8 @@ pub struct TestNode {
     pub client: Client,
     /// The manual clock, when the test asked for one.
     pub clock: Option<Arc<ManualClock>>,
+    /// The stack, on the AWS backend.
+    pub aws: Option<keelson::AwsTarget>,
 }
 
 /// How to start a test node.
@@ -89,6 +91,8 @@ pub struct Setup {
     pub data_dir: Option<std::path::PathBuf>,
     /// The AWS backend on the emulator, on a fresh stack.
     pub aws: bool,
+    /// Functions to run (default: all).
+    pub functions: Option<keelson::FunctionSet>,
 }
 
 impl TestNode {
@@ -108,8 +112,9 @@ impl TestNode {
 
     /// Starts a node as described.
     pub async fn start_with(s: Setup) -> anyhow::Result<TestNode> {
+        let target = s.aws.then(aws_target);
         let store = match &s.data_dir {
-            _ if s.aws => StoreChoice::Aws(aws_target()),
+            _ if s.aws => StoreChoice::Aws(target.clone().expect("aws")),
             Some(d) => StoreChoice::Sqlite(d.clone()),
             None => StoreChoice::Memory,
         };
@@ -125,12 +130,16 @@ impl TestNode {
         if let Some(ms) = s.started_timeout_ms {
             opts.sequence.task_started_timeout_ms = ms;
         }
+        if let Some(f) = s.functions {
+            opts.functions = f;
+        }
         let node = Node::start(opts).await?;
         let client = Client::new(&node.api_url(), TOKEN);
         Ok(TestNode {
             node,
             client,
             clock,
+            aws: target,
         })
     }
 

@@ -149,6 +149,13 @@ pub fn parse_body(body: &str) -> Result<KeptnEvent, String> {
         },
         other => other,
     };
+    // Events on the bus were complete when published: nothing is filled in here.
+    for field in ["specversion", "id", "source", "type", "shkeptncontext"] {
+        match ce.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => return Err(format!("detail is not a valid event: {field}: is required")),
+        }
+    }
     KeptnEvent::from_untrusted_value(ce).map_err(|e| format!("detail is not a valid event: {e}"))
 }
 
@@ -427,6 +434,10 @@ mod tests {
             records: vec![
                 record("m1", envelope("ok1", "sh.keptn.event.test.finished")),
                 record("m2", "{not json".into()),
+                record(
+                    "m7",
+                    r#"{"detail-type":"x","detail":{"type":"sh.keptn.event.a.finished"}}"#.into(),
+                ),
                 record("m3", envelope("bad", "sh.keptn.event.test.finished")),
                 record("m4", envelope("busy", "sh.keptn.event.test.finished")),
                 record("m5", envelope("other", "sh.keptn.event.test.started")),
@@ -442,9 +453,14 @@ mod tests {
         );
         assert_eq!(*c.seen.lock().unwrap(), vec!["ok1", "bad", "busy", "ok2"]);
         let dead = dead.0.lock().unwrap();
-        assert_eq!(dead.len(), 2);
+        assert_eq!(dead.len(), 3);
         assert!(dead[0].1.contains("not JSON"), "{}", dead[0].1);
-        assert!(dead[1].1.contains("event bad"), "{}", dead[1].1);
+        assert!(
+            dead[1].1.contains("specversion: is required"),
+            "{}",
+            dead[1].1
+        );
+        assert!(dead[2].1.contains("event bad"), "{}", dead[2].1);
         let json = serde_json::to_value(&resp).unwrap();
         assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "m4");
     }
