@@ -695,7 +695,9 @@ async fn serve_aws(a: &ServeArgs, functions: FunctionSet) -> anyhow::Result<()> 
     if a.provision {
         provision_stack(&settings, &a.stack, &tok).await?;
     }
-    let opts = node_options(a, StoreChoice::Aws(target), tok.clone(), functions)?;
+    let mut opts = node_options(a, StoreChoice::Aws(target), tok.clone(), functions)?;
+    // Each sweep queries the table: once a second is plenty (the Lambda schedule runs once a minute).
+    opts.tick_interval = Duration::from_secs(1);
     let sweep = opts.tick_interval;
     let node = Node::start(opts).await?;
     println!("Keelson is running (AWS backend, stack {}).", a.stack);
