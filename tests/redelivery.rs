@@ -264,3 +264,70 @@ async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start()
         .expect("the abort's .finished");
     assert_eq!(fin.data["status"], serde_json::json!("aborted"));
 }
+
+#[tokio::test]
+async fn effects_of_a_control_request_lost_in_a_crash_are_published_by_the_next_sweep_once() {
+    let (orch, bus, store) = setup().await;
+    orch.process(&trigger()).await.unwrap();
+    bus.drain();
+    bus.fail_next.store(100, Ordering::SeqCst);
+    assert!(orch
+        .control(
+            "p",
+            "ctx-1",
+            keelson_core::sequence::ControlAction::Abort,
+            None
+        )
+        .await
+        .is_err());
+    assert!(bus.drain().is_empty());
+    let key = keelson_core::sequence::LaneKey::new("p", "dev", "svc");
+    let lane = store.load_lane(&key).await.unwrap().unwrap();
+    assert_eq!(lane.value.unpublished.len(), 1, "committed as unpublished");
+    // Another process's sweep (the Lambda schedule) finds the lane due and publishes.
+    let bus2 = CaptureBus::default();
+    let orch2 = Orchestrator::new(
+        store.clone(),
+        bus2.clone(),
+        Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))),
+        Config::default(),
+    );
+    orch2.tick().await.unwrap();
+    let out = bus2.drain();
+    let fin: Vec<&KeptnEvent> = out
+        .iter()
+        .filter(|e| e.ty == "sh.keptn.event.dev.delivery.finished")
+        .collect();
+    assert_eq!(fin.len(), 1, "{out:?}");
+    assert_eq!(fin[0].data["status"], serde_json::json!("aborted"));
+    let lane = store.load_lane(&key).await.unwrap().unwrap();
+    assert!(lane.value.unpublished.is_empty());
+    orch2.tick().await.unwrap();
+    assert!(bus2.drain().is_empty(), "published once");
+}
+
+#[tokio::test]
+async fn a_control_request_whose_publish_succeeds_leaves_nothing_unpublished() {
+    let (orch, bus, store) = setup().await;
+    orch.process(&trigger()).await.unwrap();
+    orch.control(
+        "p",
+        "ctx-1",
+        keelson_core::sequence::ControlAction::Abort,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(bus
+        .drain()
+        .iter()
+        .any(|e| e.ty == "sh.keptn.event.dev.delivery.finished"));
+    let key = keelson_core::sequence::LaneKey::new("p", "dev", "svc");
+    let lane = store.load_lane(&key).await.unwrap().unwrap();
+    assert!(lane.value.unpublished.is_empty());
+    assert!(store
+        .due_lanes(Timestamp::from_millis(1_800_000_000_000))
+        .await
+        .unwrap()
+        .is_empty());
+}

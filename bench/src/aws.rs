@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -75,7 +75,9 @@ async fn provision_stack(stack: &str, token: &str) -> anyhow::Result<Provisioned
     let t = Template::parse(TEMPLATE).map_err(|e| anyhow!(e))?;
     provision(&sdk, &t, stack, Some(token))
         .await
-        .with_context(|| format!("provisioning {stack} on {ENDPOINT} (is the emulator up? localstack/start)"))
+        .with_context(|| {
+            format!("provisioning {stack} on {ENDPOINT} (is the emulator up? localstack/start)")
+        })
 }
 
 // ---------------------------------------------------------------- cold start
@@ -155,7 +157,10 @@ fn one_init(
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-        .env("AWS_LAMBDA_FUNCTION_NAME", format!("{}-{function}", names.stack))
+        .env(
+            "AWS_LAMBDA_FUNCTION_NAME",
+            format!("{}-{function}", names.stack),
+        )
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/02/[1]bench")
@@ -186,12 +191,8 @@ fn one_init(
             }
             Ok(at.duration_since(start).as_secs_f64() * 1000.0)
         }
-        Ok(Err(e)) => Err(e).with_context(|| {
-            format!(
-                "{path}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        }),
+        Ok(Err(e)) => Err(e)
+            .with_context(|| format!("{path}: {}", String::from_utf8_lossy(&out.stderr).trim())),
         Err(_) => bail!(
             "{path} did not ask for an invocation within 10 s: {}",
             String::from_utf8_lossy(&out.stderr).trim()
@@ -318,12 +319,19 @@ pub async fn latency(transitions: usize, poll_wait: Duration) -> anyhow::Result<
             .send_event(&json!({"type": "sh.keptn.event.dev.long.triggered", "source": "bench", "data": {"project": "bench", "stage": "dev", "service": "svc"}}))
             .await?;
         let mut i = 0;
-        play(&mut n, &ctx, "sh.keptn.event.dev.long.finished", "bench", "svc", |f, t| {
-            i += 1;
-            if runs > 1 || i > 5 {
-                samples.push(t.duration_since(f).as_secs_f64() * 1000.0);
-            }
-        })
+        play(
+            &mut n,
+            &ctx,
+            "sh.keptn.event.dev.long.finished",
+            "bench",
+            "svc",
+            |f, t| {
+                i += 1;
+                if runs > 1 || i > 5 {
+                    samples.push(t.duration_since(f).as_secs_f64() * 1000.0);
+                }
+            },
+        )
         .await?;
     }
     println!(
@@ -432,10 +440,44 @@ struct Capacity {
     unknown_sizes: usize,
 }
 
+fn kb(s: f64) -> f64 {
+    (s / 1024.0).ceil().max(1.0)
+}
+
+/// One write of `item` (a put) or of the item at `key` (update, delete).
+fn write(
+    c: &mut Capacity,
+    seen: &mut HashMap<String, Value>,
+    final_items: &HashMap<String, Value>,
+    item: Option<&Value>,
+    key: &Value,
+    factor: f64,
+) {
+    let k = key_of(item.unwrap_or(key));
+    let known = item
+        .cloned()
+        .or_else(|| seen.get(&k).cloned())
+        .or_else(|| final_items.get(&k).cloned());
+    let (size, g) = match &known {
+        Some(i) => (item_size(i), gsis(i)),
+        None => {
+            c.unknown_sizes += 1;
+            (1024.0, 0)
+        }
+    };
+    if let Some(i) = item {
+        seen.insert(k.clone(), i.clone());
+    }
+    c.wru_table += factor * kb(size);
+    c.wru_gsi += g as f64 * kb(size);
+    let e = c.writes_by_kind.entry(kind_of(&k)).or_default();
+    e.0 += 1;
+    e.1 += size;
+}
+
 fn capacity(recs: &[Record], final_items: &HashMap<String, Value>) -> Capacity {
     let mut seen: HashMap<String, Value> = HashMap::new();
     let mut c = Capacity::default();
-    let kb = |s: f64| (s / 1024.0).ceil().max(1.0);
     let four_kb = |s: f64| (s / 4096.0).ceil().max(1.0);
     for r in recs {
         let Some(op) = r.op.strip_prefix("DynamoDB_20120810.") else {
@@ -444,37 +486,31 @@ fn capacity(recs: &[Record], final_items: &HashMap<String, Value>) -> Capacity {
         let req: Value = serde_json::from_slice(&r.req).unwrap_or(Value::Null);
         let resp: Value = serde_json::from_slice(&r.resp).unwrap_or(Value::Null);
         let consistent = req["ConsistentRead"].as_bool().unwrap_or(false);
-        let mut write = |c: &mut Capacity, item: Option<&Value>, key: &Value, factor: f64| {
-            let k = key_of(item.unwrap_or(key));
-            let known = item
-                .cloned()
-                .or_else(|| seen.get(&k).cloned())
-                .or_else(|| final_items.get(&k).cloned());
-            let (size, g) = match &known {
-                Some(i) => (item_size(i), gsis(i)),
-                None => {
-                    c.unknown_sizes += 1;
-                    (1024.0, 0)
-                }
-            };
-            if let Some(i) = item {
-                seen.insert(k.clone(), i.clone());
-            }
-            c.wru_table += factor * kb(size);
-            c.wru_gsi += g as f64 * kb(size);
-            let e = c.writes_by_kind.entry(kind_of(&k)).or_default();
-            e.0 += 1;
-            e.1 += size;
-        };
         match op {
-            "PutItem" => write(&mut c, Some(&req["Item"]), &Value::Null, 1.0),
-            "UpdateItem" | "DeleteItem" => write(&mut c, None, &req["Key"], 1.0),
+            "PutItem" => write(
+                &mut c,
+                &mut seen,
+                final_items,
+                Some(&req["Item"]),
+                &Value::Null,
+                1.0,
+            ),
+            "UpdateItem" | "DeleteItem" => {
+                write(&mut c, &mut seen, final_items, None, &req["Key"], 1.0)
+            }
             "TransactWriteItems" => {
                 for a in req["TransactItems"].as_array().into_iter().flatten() {
                     if let Some(p) = a.get("Put") {
-                        write(&mut c, Some(&p["Item"]), &Value::Null, 2.0);
+                        write(
+                            &mut c,
+                            &mut seen,
+                            final_items,
+                            Some(&p["Item"]),
+                            &Value::Null,
+                            2.0,
+                        );
                     } else if let Some(u) = a.get("Update").or(a.get("Delete")) {
-                        write(&mut c, None, &u["Key"], 2.0);
+                        write(&mut c, &mut seen, final_items, None, &u["Key"], 2.0);
                     } else if let Some(u) = a.get("ConditionCheck") {
                         // Charged like a write of the checked item.
                         let k = key_of(&u["Key"]);
@@ -494,9 +530,16 @@ fn capacity(recs: &[Record], final_items: &HashMap<String, Value>) -> Capacity {
                 {
                     for w in reqs.as_array().into_iter().flatten() {
                         if let Some(p) = w.get("PutRequest") {
-                            write(&mut c, Some(&p["Item"]), &Value::Null, 1.0);
+                            write(
+                                &mut c,
+                                &mut seen,
+                                final_items,
+                                Some(&p["Item"]),
+                                &Value::Null,
+                                1.0,
+                            );
                         } else if let Some(d) = w.get("DeleteRequest") {
-                            write(&mut c, None, &d["Key"], 1.0);
+                            write(&mut c, &mut seen, final_items, None, &d["Key"], 1.0);
                         }
                     }
                 }
@@ -633,7 +676,11 @@ const PHASE_IDLE: usize = 3;
 
 /// AWS requests per task transition, counted at a proxy in front of the
 /// emulator, and what they cost at AWS prices.
-pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) -> anyhow::Result<()> {
+pub async fn requests(
+    deliveries: usize,
+    idle_secs: u64,
+    poll_wait: Duration,
+) -> anyhow::Result<()> {
     let upstream: SocketAddr = "127.0.0.1:4566".parse()?;
     let (paddr, log) = proxy::start(upstream).await?;
     let stack = stack_name("benchreq");
@@ -660,7 +707,15 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
                          "configurationChange": {"values": {"image": format!("example/svc:{d}")}}}}))
             .await?;
         api_posts += 1;
-        let t = play(&mut n, &ctx, "sh.keptn.event.production.delivery.finished", "req", "svc", |_, _| {}).await?;
+        let t = play(
+            &mut n,
+            &ctx,
+            "sh.keptn.event.production.delivery.finished",
+            "req",
+            "svc",
+            |_, _| {},
+        )
+        .await?;
         tasks += t;
         api_posts += 2 * t;
     }
@@ -694,6 +749,7 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
     println!("\n### AWS requests, stack {stack}: {deliveries} deliveries of the 3-stage shipyard, {tasks} task transitions, {run_secs:.1} s (node start {:.1} s)\n", t_start.elapsed().as_secs_f64() - run_secs - idle_elapsed);
     // Counts per operation.
     let mut ops: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut empty_run = 0;
     let mut msgs_received = 0;
     let mut events_put = 0;
@@ -713,17 +769,18 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
             for e in v["Entries"].as_array().into_iter().flatten() {
                 events_put += 1;
                 let dt = e["DetailType"].as_str().unwrap_or_default();
-                let kind = dt
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
+                let kind = dt.rsplit('.').next().unwrap_or_default().to_string();
                 *by_type.entry(kind).or_default() += 1;
                 sends += rule_matches(dt);
                 event_bytes.push(
-                    e["Detail"].as_str().map_or(0, str::len) + dt.len() + e["Source"].as_str().map_or(0, str::len),
+                    e["Detail"].as_str().map_or(0, str::len)
+                        + dt.len()
+                        + e["Source"].as_str().map_or(0, str::len),
                 );
             }
+        }
+        if r.status != 200 {
+            *errors.entry(short(&r.op)).or_default() += 1;
         }
         let e = ops.entry(short(&r.op)).or_default();
         e.0 += 1;
@@ -752,9 +809,8 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
         (total + sends) as f64 / deliveries as f64,
         (total + sends) as f64 / tr
     );
-    println!(
-        "| idle (empty) ReceiveMessage during the run | {empty_run} | | | |"
-    );
+    println!("| idle (empty) ReceiveMessage during the run | {empty_run} | | | |");
+    println!("\nNon-200 responses (e.g. failed conditions), included above: {errors:?}");
     println!(
         "\nEvents published: {events_put} ({:.2} per task transition; by kind {:?}); messages received {msgs_received}; API POSTs by the executors {api_posts} ({:.2} per task transition).",
         events_put as f64 / tr,
@@ -775,7 +831,16 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
     }
     let mut rtt: Vec<_> = rtt.into_iter().collect();
     rtt.sort_by(|a, b| a.0.cmp(&b.0));
-    println!("\nRound trip through proxy+emulator (ms, p50): {}", rtt.iter_mut().map(|(k, v)| { v.sort_by(f64::total_cmp); format!("{k} {:.1}", v[v.len() / 2]) }).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nRound trip through proxy+emulator (ms, p50): {}",
+        rtt.iter_mut()
+            .map(|(k, v)| {
+                v.sort_by(f64::total_cmp);
+                format!("{k} {:.1}", v[v.len() / 2])
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // Capacity.
     let cap = capacity(&run, &final_items);
@@ -805,10 +870,7 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
         .map(|(_, (c, _))| c)
         .sum::<usize>()
         + sends;
-    let invocations_batched = api_posts
-        + ops
-            .get("SQS ReceiveMessage")
-            .map_or(0, |(c, _)| *c);
+    let invocations_batched = api_posts + ops.get("SQS ReceiveMessage").map_or(0, |(c, _)| *c);
     let invocations_single = api_posts + msgs_received;
     let per_tr = |x: f64| x / tr;
     let eb = per_tr(events_put as f64) * price::EVENTBRIDGE_EVENT;
@@ -823,17 +885,34 @@ pub async fn requests(deliveries: usize, idle_secs: u64, poll_wait: Duration) ->
     let apigw = per_tr(api_posts as f64) * price::APIGW_HTTP_REQUEST;
     println!("\n| cost per 1M task transitions (USD) | units per transition | USD |");
     println!("| --- | ---: | ---: |");
-    let row = |name: &str, units: f64, usd: f64| println!("| {name} | {units:.2} | {:.2} |", usd * 1e6);
-    row("EventBridge custom events ($1.00/M)", per_tr(events_put as f64), eb);
-    row("SQS requests incl. rule deliveries ($0.40/M)", per_tr(sqs_reqs as f64), sqs);
-    row("DynamoDB writes ($0.625/M WRU)", per_tr(cap.wru_table + cap.wru_gsi), ddb_w);
+    let row =
+        |name: &str, units: f64, usd: f64| println!("| {name} | {units:.2} | {:.2} |", usd * 1e6);
+    row(
+        "EventBridge custom events ($1.00/M)",
+        per_tr(events_put as f64),
+        eb,
+    );
+    row(
+        "SQS requests incl. rule deliveries ($0.40/M)",
+        per_tr(sqs_reqs as f64),
+        sqs,
+    );
+    row(
+        "DynamoDB writes ($0.625/M WRU)",
+        per_tr(cap.wru_table + cap.wru_gsi),
+        ddb_w,
+    );
     row("DynamoDB reads ($0.125/M RRU)", per_tr(cap.rru), ddb_r);
     row(
         "Lambda, one invocation per received batch ($0.20/M + 30 ms × 256 MB arm64)",
         per_tr(invocations_batched as f64),
         lam(invocations_batched),
     );
-    row("API Gateway HTTP API ($1.00/M)", per_tr(api_posts as f64), apigw);
+    row(
+        "API Gateway HTTP API ($1.00/M)",
+        per_tr(api_posts as f64),
+        apigw,
+    );
     let total_usd = eb + sqs + ddb_w + ddb_r + lam(invocations_batched) + apigw;
     println!("| **total** | | **{:.2}** |", total_usd * 1e6);
     println!(

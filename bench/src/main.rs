@@ -1,10 +1,17 @@
-//! Keelson benchmarks in local mode with the SQLite store. Run:
+//! Keelson benchmarks in local mode with the SQLite store, and AWS-mode
+//! figures against the emulator on `http://127.0.0.1:4566`. Run:
 //!
 //! ```sh
 //! cargo run --release -p keelson-bench -- [latency|ingest|query|all]
+//! cargo run --release -p keelson-bench -- latency --backend aws [--transitions N]
+//! cargo run --release -p keelson-bench -- lambda-init --runs 30 target/lambda/api/bootstrap …
+//! cargo run --release -p keelson-bench -- aws-requests [--deliveries 20] [--idle-secs 30] [--poll-wait 10]
 //! ```
 //!
 //! Figures go to stdout as Markdown table rows for BENCHMARKS.md.
+
+mod aws;
+mod proxy;
 
 use anyhow::{bail, Context};
 use keelson::client::Client;
@@ -294,10 +301,61 @@ async fn query(total: usize, samples: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The value of `--name` in `args`.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn flag_num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
+    match flag(args, name) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}: not a number: {v}")),
+        None => Ok(default),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().cloned().unwrap_or_else(|| "all".into());
     let quick = std::env::var("KEELSON_BENCH_QUICK").is_ok();
+    let poll_wait = Duration::from_secs(flag_num(&args, "--poll-wait", 10)?);
+    if what == "lambda-init" {
+        let mut paths = vec![];
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--runs" => {
+                    it.next();
+                }
+                "--bootstrap" => paths.extend(it.next().cloned()),
+                p => paths.push(p.to_string()),
+            }
+        }
+        if paths.is_empty() {
+            bail!("lambda-init: give the bootstrap paths (target/lambda/<function>/bootstrap)");
+        }
+        return aws::lambda_init(&paths, flag_num(&args, "--runs", 30)?).await;
+    }
+    if what == "aws-requests" {
+        return aws::requests(
+            flag_num(&args, "--deliveries", 20)?,
+            flag_num(&args, "--idle-secs", 30)?,
+            poll_wait,
+        )
+        .await;
+    }
+    if what == "latency" && flag(&args, "--backend").as_deref() == Some("aws") {
+        return aws::latency(
+            flag_num(&args, "--transitions", if quick { 100 } else { 500 })?,
+            poll_wait,
+        )
+        .await;
+    }
     if what == "latency" || what == "all" {
         latency(if quick { 200 } else { 2000 }).await?;
     }

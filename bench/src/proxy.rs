@@ -185,10 +185,7 @@ fn operation(head: &str, body: &[u8]) -> String {
     }
     let form = String::from_utf8_lossy(body);
     let target = head.split(' ').nth(1).unwrap_or("");
-    for part in form
-        .split('&')
-        .chain(target.split(['?', '&']))
-    {
+    for part in form.split('&').chain(target.split(['?', '&'])) {
         if let Some(a) = part.strip_prefix("Action=") {
             return format!("query.{a}");
         }
@@ -196,7 +193,11 @@ fn operation(head: &str, body: &[u8]) -> String {
     format!("other {}", head.split("\r\n").next().unwrap_or(""))
 }
 
-async fn connection(mut client: TcpStream, upstream: SocketAddr, log: Arc<Log>) -> anyhow::Result<()> {
+async fn connection(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    log: Arc<Log>,
+) -> anyhow::Result<()> {
     let _ = client.set_nodelay(true);
     let mut cbuf = Vec::new();
     let mut up: Option<TcpStream> = None;

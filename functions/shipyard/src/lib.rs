@@ -18,6 +18,7 @@ use keelson_core::ports::{
 use keelson_core::resource::{Scope, SHIPYARD_URI};
 use keelson_core::sequence::{self, Config, ControlAction, Input, LaneKey, LaneState};
 use keelson_core::shipyard::Shipyard;
+use keelson_core::Timestamp;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -197,13 +198,74 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 expected_version: version,
                 state: &d.lane,
                 ended: &d.ended,
-                next_wakeup: sequence::next_wakeup(&d.lane, &self.cfg),
+                next_wakeup: self.wakeup(&d.lane),
                 consumer: CONSUMER,
                 cause_id: cause,
                 effects: &d.emit,
                 now: self.clock.now(),
             })
             .await
+    }
+
+    /// When the lane next needs the sweep: at once while effects await publishing.
+    fn wakeup(&self, lane: &LaneState) -> Option<Timestamp> {
+        if lane.unpublished.is_empty() {
+            sequence::next_wakeup(lane, &self.cfg)
+        } else {
+            Some(Timestamp::from_millis(0))
+        }
+    }
+
+    /// Publishes the stored effects of the lane's unpublished causes (their
+    /// process died between the commit and the publish), then clears them.
+    async fn flush_unpublished(&self, key: &LaneKey, causes: &[String]) -> Result<usize, Error> {
+        let mut n = 0;
+        for cause in causes {
+            let effects = self
+                .store
+                .applied_effects(CONSUMER, cause)
+                .await?
+                .unwrap_or_default();
+            self.publish_with_retry(&effects).await?;
+            n += effects.len();
+            self.mark_published(key, cause).await?;
+        }
+        Ok(n)
+    }
+
+    /// Removes `cause` from the lane's unpublished causes.
+    async fn mark_published(&self, key: &LaneKey, cause: &str) -> Result<(), Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(loaded) = self.store.load_lane(key).await? else {
+                return Ok(());
+            };
+            if !loaded.value.unpublished.iter().any(|c| c == cause) {
+                return Ok(());
+            }
+            let mut lane = loaded.value.clone();
+            lane.unpublished.retain(|c| c != cause);
+            let marker = ids::derive(cause, &format!("published@{}", loaded.version));
+            match self
+                .store
+                .commit_lane(LaneCommit {
+                    key,
+                    expected_version: loaded.version,
+                    state: &lane,
+                    ended: &[],
+                    next_wakeup: self.wakeup(&lane),
+                    consumer: CONSUMER,
+                    cause_id: &marker,
+                    effects: &[],
+                    now: self.clock.now(),
+                })
+                .await
+            {
+                Ok(()) | Err(StoreError::AlreadyApplied) => return Ok(()),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::TooManyConflicts(key.id()))
     }
 
     async fn publish_with_retry(&self, events: &[KeptnEvent]) -> Result<(), Error> {
@@ -459,7 +521,14 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             let Some(loaded) = self.store.load_lane(key).await? else {
                 return Ok(0);
             };
-            let d = sequence::handle(
+            if !loaded.value.unpublished.is_empty() {
+                // A previous tick or control request died before publishing.
+                let causes = loaded.value.unpublished.clone();
+                let n = self.flush_unpublished(key, &causes).await?;
+                tracing::info!(lane = %key.id(), events = n, "re-published effects a stopped process had committed");
+                continue;
+            }
+            let mut d = sequence::handle(
                 &loaded.value,
                 input(&loaded.value),
                 self.clock.now(),
@@ -471,7 +540,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                     // Woken but nothing was due (the timeouts changed since the
                     // wake-up was stored): store the right wake-up, or the lane
                     // would be picked up on every tick.
-                    let next = sequence::next_wakeup(&loaded.value, &self.cfg);
+                    let next = self.wakeup(&loaded.value);
                     match self
                         .store
                         .commit_lane(LaneCommit {
@@ -493,14 +562,22 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 }
                 return Ok(0);
             }
+            // Ticks and control requests are not redelivered: their effects
+            // are committed as unpublished, and marked published once they
+            // are; a sweep publishes them if this process dies in between.
+            let outbox = !d.emit.is_empty();
+            if outbox {
+                d.lane.unpublished.push(cause_id.clone());
+            }
             match self
                 .write(key, loaded.version, &loaded.value, &d, &cause_id)
                 .await
             {
                 Ok(()) => {
-                    // Ticks and control requests are not redelivered, so a
-                    // failed publish of their committed effects is retried here.
                     self.publish_with_retry(&d.emit).await?;
+                    if outbox {
+                        self.mark_published(key, &cause_id).await?;
+                    }
                     return Ok(d.emit.len());
                 }
                 Err(StoreError::Conflict) => continue,

@@ -245,6 +245,11 @@ pub struct Execution {
 pub struct LaneState {
     /// Queued and active executions.
     pub executions: Vec<Execution>,
+    /// Ids of causes not redelivered by any queue (ticks, control requests)
+    /// whose committed effects are not yet known to be published: a sweep
+    /// publishes them again (a transactional outbox in the lane itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpublished: Vec<String>,
 }
 
 /// What a sequence trigger resolves to in the shipyard.
