@@ -20,8 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// The emulator.
-pub const ENDPOINT: &str = "http://127.0.0.1:4566";
+/// The emulator: `KEELSON_BENCH_AWS_ENDPOINT` (set by `--endpoint`), else `http://127.0.0.1:4566`.
+fn endpoint() -> String {
+    std::env::var("KEELSON_BENCH_AWS_ENDPOINT")
+        .unwrap_or_else(|_| keelson_aws::emulator::DEFAULT_ENDPOINT.into())
+}
 
 /// The three-stage shipyard of the end-to-end tests (`tests/src/lib.rs`
 /// `SHIPYARD`): 8 tasks per delivery (dev 3, hardening 3, production 2).
@@ -71,12 +74,13 @@ fn stack_name(prefix: &str) -> String {
 
 /// Provisions the template's resources for `stack` directly on the emulator.
 async fn provision_stack(stack: &str, token: &str) -> anyhow::Result<Provisioned> {
-    let sdk = keelson_aws::load(&Settings::emulator(ENDPOINT)).await;
+    let endpoint = endpoint();
+    let sdk = keelson_aws::load(&Settings::emulator(&endpoint)).await;
     let t = Template::parse(TEMPLATE).map_err(|e| anyhow!(e))?;
     provision(&sdk, &t, stack, Some(token))
         .await
         .with_context(|| {
-            format!("provisioning {stack} on {ENDPOINT} (is the emulator up? localstack/start)")
+            format!("provisioning {stack} on {endpoint} (is the emulator up? localstack/start)")
         })
 }
 
@@ -171,7 +175,7 @@ fn one_init(
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_ENDPOINT_URL", ENDPOINT)
+        .env("AWS_ENDPOINT_URL", endpoint())
         .env("KEELSON_TABLE", names.table())
         .env("KEELSON_BUS", names.bus())
         .env("KEELSON_DLQ_URL", dlq_url)
@@ -304,7 +308,7 @@ async fn play(
 pub async fn latency(transitions: usize, poll_wait: Duration) -> anyhow::Result<()> {
     let stack = stack_name("benchlat");
     provision_stack(&stack, TOKEN).await?;
-    let mut n = aws_node(ENDPOINT, &stack, poll_wait).await?;
+    let mut n = aws_node(&endpoint(), &stack, poll_wait).await?;
     let tasks = 50;
     n.client
         .create_project("bench", &crate::many_task_shipyard(tasks))
@@ -613,7 +617,7 @@ async fn scan_table(table: &str) -> anyhow::Result<HashMap<String, Value>> {
             body["ExclusiveStartKey"] = s;
         }
         let v: Value = http
-            .post(ENDPOINT)
+            .post(endpoint())
             .header("Content-Type", "application/x-amz-json-1.0")
             .header("X-Amz-Target", "DynamoDB_20120810.Scan")
             .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-target, Signature=0")
@@ -681,7 +685,11 @@ pub async fn requests(
     idle_secs: u64,
     poll_wait: Duration,
 ) -> anyhow::Result<()> {
-    let upstream: SocketAddr = "127.0.0.1:4566".parse()?;
+    let upstream: SocketAddr = endpoint()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .context("the endpoint must be http://<ip>:<port>")?;
     let (paddr, log) = proxy::start(upstream).await?;
     let stack = stack_name("benchreq");
     provision_stack(&stack, TOKEN).await?;

@@ -6,6 +6,7 @@
 //! cargo run --release -p keelson-bench -- latency --backend aws [--transitions N]
 //! cargo run --release -p keelson-bench -- lambda-init --runs 30 target/lambda/api/bootstrap …
 //! cargo run --release -p keelson-bench -- aws-requests [--deliveries 20] [--idle-secs 30] [--poll-wait 10]
+//! # AWS modes take --endpoint http://127.0.0.1:<port> (default 4566)
 //! ```
 //!
 //! Figures go to stdout as Markdown table rows for BENCHMARKS.md.
@@ -324,6 +325,10 @@ async fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     let quick = std::env::var("KEELSON_BENCH_QUICK").is_ok();
     let poll_wait = Duration::from_secs(flag_num(&args, "--poll-wait", 10)?);
+    if let Some(e) = flag(&args, "--endpoint") {
+        // Read by the aws module (a loopback emulator, http://<ip>:<port>).
+        std::env::set_var("KEELSON_BENCH_AWS_ENDPOINT", e);
+    }
     if what == "lambda-init" {
         let mut paths = vec![];
         let mut it = args.iter().skip(1);
