@@ -226,3 +226,61 @@ fn keelson_shipyard_like() -> Subscription {
         ],
     )
 }
+
+#[tokio::test]
+async fn the_templates_table_is_the_one_the_store_is_written_for() {
+    let sdk = sdk().await;
+    let stack = stack();
+    let t = Template::parse(TEMPLATE).unwrap();
+    provision(&sdk, &t, &stack, None).await.unwrap();
+    let ddb = clients::dynamodb(&sdk);
+    let own = format!("{stack}-own");
+    keelson_aws::dynamo::create_table(&ddb, &own).await.unwrap();
+    let shape = |name: String| {
+        let ddb = ddb.clone();
+        async move {
+            let d = ddb.describe_table().table_name(name).send().await.unwrap();
+            let t = d.table().unwrap();
+            let keys = |k: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<String> {
+                k.iter()
+                    .map(|e| format!("{}:{}", e.attribute_name(), e.key_type().as_str()))
+                    .collect()
+            };
+            let mut attrs: Vec<String> = t
+                .attribute_definitions()
+                .iter()
+                .map(|a| format!("{}:{}", a.attribute_name(), a.attribute_type().as_str()))
+                .collect();
+            attrs.sort();
+            let mut gsis: Vec<String> = t
+                .global_secondary_indexes()
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} {:?} {:?}",
+                        g.index_name().unwrap(),
+                        keys(g.key_schema()),
+                        g.projection()
+                            .and_then(|p| p.projection_type())
+                            .map(|p| p.as_str().to_string())
+                    )
+                })
+                .collect();
+            gsis.sort();
+            let ttl = ddb
+                .describe_time_to_live()
+                .table_name(t.table_name().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let ttl = ttl
+                .time_to_live_description()
+                .and_then(|d| d.attribute_name())
+                .map(str::to_string);
+            (keys(t.key_schema()), attrs, gsis, ttl)
+        }
+    };
+    let from_template = shape(Names::new(&stack).table()).await;
+    assert_eq!(from_template, shape(own).await);
+    assert_eq!(from_template.3.as_deref(), Some("expires_at"));
+}
