@@ -4,7 +4,7 @@
 //! source mapping; the sweep runs on a timer; the API writes to DynamoDB and
 //! EventBridge. Runs against an emulator or real AWS with ordinary credentials.
 
-use crate::node::{spawn_api, Node, NodeOptions};
+use crate::node::{spawn_api, spawn_retention, Node, NodeOptions};
 use anyhow::{anyhow, bail, Context};
 use keelson_aws::names::Names;
 use keelson_aws::provision::{provision, Template, TEMPLATE};
@@ -123,6 +123,14 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
                 config.clone(),
             ));
         }
+    }
+    if let (true, Some(ret)) = (opts.functions.datastore, opts.retention) {
+        tasks.push(spawn_retention(
+            env.store.clone(),
+            opts.clock.clone(),
+            ret,
+            Duration::from_secs(300),
+        ));
     }
     let shutdown = Arc::new(Notify::new());
     let mut addr = opts.listen;

@@ -233,6 +233,28 @@ impl<B: EventBus> EventBus for ObservedBus<B> {
     }
 }
 
+/// Applies the datastore's retention every `every`.
+pub(crate) fn spawn_retention<S: keelson_core::ports::EventStore + 'static>(
+    store: S,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    every: Duration,
+) -> JoinHandle<()> {
+    let cfg = keelson_datastore::Config {
+        retention_ms: Some(retention.as_millis() as i64),
+    };
+    tokio::spawn(async move {
+        loop {
+            match keelson_datastore::apply_retention(&store, &clock, &cfg).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention applied"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// Binds the API and serves `app` until `shutdown`.
 pub(crate) async fn spawn_api(
     listen: SocketAddr,
@@ -402,21 +424,12 @@ where
             .await
         }));
         if let Some(ret) = opts.retention {
-            let st = store.clone();
-            let clock = opts.clock.clone();
-            let cfg = keelson_datastore::Config {
-                retention_ms: Some(ret.as_millis() as i64),
-            };
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match keelson_datastore::apply_retention(&st, &clock, &cfg).await {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, "retention applied"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "retention failed"),
-                    }
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-            }));
+            tasks.push(spawn_retention(
+                store.clone(),
+                opts.clock.clone(),
+                ret,
+                Duration::from_secs(60),
+            ));
         }
     }
     for task in &opts.echo_tasks {

@@ -45,7 +45,11 @@ impl Env {
 
     /// On a given table and bus.
     pub fn new(sdk: SdkConfig, table: &str, bus: &str) -> Env {
-        let store = DynamoStore::new(clients::dynamodb(&sdk), table);
+        // TTL removes applied-event records a day after the dedupe window, as a
+        // backstop to the sweep's explicit purge.
+        let store = DynamoStore::new(clients::dynamodb(&sdk), table).with_applied_ttl(
+            std::time::Duration::from_millis((DEDUPE_WINDOW_MS + 24 * 3600 * 1000) as u64),
+        );
         let bus = EventBridgeBus::new(clients::eventbridge(&sdk), bus);
         Env { sdk, store, bus }
     }
@@ -97,6 +101,18 @@ pub fn sequence_config_from_env() -> Result<SequenceConfig, String> {
         );
     }
     Ok(cfg)
+}
+
+/// Retention from `KEELSON_RETENTION` (a Go duration; unset or empty keeps everything).
+pub fn datastore_config_from_env() -> Result<keelson_datastore::Config, String> {
+    let retention_ms = match std::env::var("KEELSON_RETENTION") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            keelson_core::shipyard::parse_go_duration(v.trim())
+                .map_err(|e| format!("KEELSON_RETENTION: {e}"))?,
+        ),
+        _ => None,
+    };
+    Ok(keelson_datastore::Config { retention_ms })
 }
 
 /// Logs as JSON-free plain lines (CloudWatch keeps them as they are).
