@@ -4,7 +4,8 @@
 
 use keelson_core::event::{EventType, KeptnEvent, Kind};
 use keelson_core::ports::{
-    EventBus, ExecutionFilter, ManualClock, ProjectStore, SequenceStore, StoreError, StoreResult,
+    Clock, EventBus, ExecutionFilter, ManualClock, ProjectStore, SequenceStore, StoreError,
+    StoreResult,
 };
 use keelson_core::project::{Project, Service};
 use keelson_core::sequence::Config;
@@ -330,4 +331,36 @@ async fn a_control_request_whose_publish_succeeds_leaves_nothing_unpublished() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_project_created_again_under_its_old_name_still_times_out() {
+    let (orch, bus, store) = setup().await;
+    let project = store.get_project("p").await.unwrap().unwrap().value;
+    let timed_out = |bus: &CaptureBus| {
+        bus.drain()
+            .iter()
+            .filter(|e| {
+                e.ty == "sh.keptn.event.dev.delivery.finished"
+                    && e.data["status"] == serde_json::json!("errored")
+            })
+            .count()
+    };
+    for round in 0..2 {
+        let mut t = trigger();
+        t.id = format!("trigger-{round}");
+        t.shkeptncontext = format!("ctx-{round}");
+        orch.process(&t).await.unwrap();
+        // Ten minutes without a .started: the tick times the sequence out.
+        orch.clock().advance_ms(11 * 60 * 1000);
+        orch.tick().await.unwrap();
+        assert_eq!(timed_out(&bus), 1, "round {round}");
+        // The lane's versions start again from 1 in the new project; the
+        // tick of the old lane at the same version must not shadow this one.
+        store.delete_project("p").await.unwrap();
+        store
+            .create_project(&project, orch.clock().now())
+            .await
+            .unwrap();
+    }
 }

@@ -160,5 +160,20 @@ fn spawn_poller<C: Consumer + 'static>(
         dead: DeadLetterQueue::new(sqs.clone(), dlq),
         config,
     };
-    tokio::spawn(async move { poller.run().await })
+    // Lambda fails an invocation whose handler panics and redelivers its batch
+    // later; here a panic ends one run of the loop, which starts again (the
+    // batch's records come back after their visibility timeout).
+    let poller = Arc::new(poller);
+    tokio::spawn(async move {
+        loop {
+            let p = poller.clone();
+            match tokio::spawn(async move { p.run().await }).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(queue = %poller.queue_url, "a handler panicked; polling again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    })
 }

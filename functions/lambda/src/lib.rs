@@ -162,6 +162,20 @@ impl<S: Store> Consumer for DatastoreConsumer<S> {
         let n = events.len();
         match keelson_datastore::store_events(&self.0, &events).await {
             Ok(_) => vec![Ok(()); n],
+            // One event the store refuses must not hold up the others: store
+            // them one by one so that only the failing ones are retried.
+            Err(_) if n > 1 => {
+                let mut out = Vec::with_capacity(n);
+                for ev in events {
+                    out.push(
+                        keelson_datastore::store_events(&self.0, std::slice::from_ref(&ev))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| Failure::new(e.kind(), e.to_string())),
+                    );
+                }
+                out
+            }
             Err(e) => vec![Err(Failure::new(e.kind(), e.to_string())); n],
         }
     }

@@ -120,7 +120,13 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             let loaded = self.store.load_lane(&key).await?;
             let (version, lane) = match loaded {
                 Some(v) => (v.version, v.value),
-                None => (0, LaneState::default()),
+                None => (
+                    0,
+                    LaneState {
+                        incarnation: ids::random(),
+                        ..LaneState::default()
+                    },
+                ),
             };
             let now = self.clock.now();
             let mut paused_read = None;
@@ -244,7 +250,10 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             }
             let mut lane = loaded.value.clone();
             lane.unpublished.retain(|c| c != cause);
-            let marker = ids::derive(cause, &format!("published@{}", loaded.version));
+            let marker = ids::derive(
+                cause,
+                &format!("published@{}@{}", loaded.value.incarnation, loaded.version),
+            );
             match self
                 .store
                 .commit_lane(LaneCommit {
@@ -534,7 +543,15 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 self.clock.now(),
                 &self.cfg,
             );
-            let cause_id = ids::derive(cause, &format!("{}@{}", key.id(), loaded.version));
+            let cause_id = ids::derive(
+                cause,
+                &format!(
+                    "{}@{}@{}",
+                    key.id(),
+                    loaded.value.incarnation,
+                    loaded.version
+                ),
+            );
             if !d.changed {
                 if matches!(input(&loaded.value), Input::Tick) {
                     // Woken but nothing was due (the timeouts changed since the

@@ -13,8 +13,12 @@ use std::time::Duration;
 pub const SOURCE: &str = "keelson";
 /// EventBridge takes at most this many entries per `PutEvents`.
 pub const MAX_BATCH: usize = 10;
-/// EventBridge's limit on an entry's size (and on a whole request).
-pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+/// EventBridge's limit on a whole `PutEvents` request (and on one entry).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// The largest entry Keelson puts: EventBridge takes 256 KiB, but the SQS
+/// targets receive the entry inside EventBridge's envelope (id, account, time,
+/// region, resources: a few hundred bytes) and take at most 256 KiB too.
+pub const MAX_ENTRY_BYTES: usize = MAX_REQUEST_BYTES - 2 * 1024;
 /// Entries that failed with a retryable code are re-put this many times.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -64,7 +68,7 @@ fn entries(bus: &str, events: &[KeptnEvent]) -> StoreResult<Vec<PutEventsRequest
         .collect()
 }
 
-/// Splits entries into `PutEvents` requests of at most ten entries and 256 KB.
+/// Splits entries into `PutEvents` requests of at most ten entries and 256 KiB.
 fn batches(entries: Vec<PutEventsRequestEntry>) -> Vec<Vec<PutEventsRequestEntry>> {
     let mut out: Vec<Vec<PutEventsRequestEntry>> = Vec::new();
     let mut size = 0;
@@ -73,7 +77,7 @@ fn batches(entries: Vec<PutEventsRequestEntry>) -> Vec<Vec<PutEventsRequestEntry
             + e.detail_type().map_or(0, str::len)
             + e.detail().map_or(0, str::len);
         match out.last_mut() {
-            Some(b) if b.len() < MAX_BATCH && size + n <= MAX_ENTRY_BYTES => {
+            Some(b) if b.len() < MAX_BATCH && size + n <= MAX_REQUEST_BYTES => {
                 b.push(e);
                 size += n;
             }

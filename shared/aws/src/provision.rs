@@ -383,13 +383,26 @@ pub async fn provision(
                 continue;
             }
             let tid = str_prop(t, "Id").unwrap_or_else(|| "target".into());
-            put = put.targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id(tid)
-                    .arn(&arn)
-                    .build()
-                    .map_err(|e| fatal(e.to_string()))?,
-            );
+            let mut target = aws_sdk_eventbridge::types::Target::builder()
+                .id(tid)
+                .arn(&arn);
+            if let Some(dlq) = t.pointer("/DeadLetterConfig/Arn").and_then(Value::as_str) {
+                target = target.dead_letter_config(
+                    aws_sdk_eventbridge::types::DeadLetterConfig::builder()
+                        .arn(dlq)
+                        .build(),
+                );
+            }
+            if let Some(rp) = t.get("RetryPolicy") {
+                let num = |k: &str| rp.get(k).and_then(Value::as_i64).map(|n| n as i32);
+                target = target.retry_policy(
+                    aws_sdk_eventbridge::types::RetryPolicy::builder()
+                        .set_maximum_retry_attempts(num("MaximumRetryAttempts"))
+                        .set_maximum_event_age_in_seconds(num("MaximumEventAgeInSeconds"))
+                        .build(),
+                );
+            }
+            put = put.targets(target.build().map_err(|e| fatal(e.to_string()))?);
             targets.push(arn);
         }
         if !targets.is_empty() {

@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 pub const PREFIX: &str = "sh.keptn.event.";
 /// Largest event the API accepts (Keptn's api-service limit).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Longest id, type, context and other context attribute accepted (they are
+/// parts of store keys, which have size limits: DynamoDB's are 1–2 KB).
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+/// Longest `source` accepted (a URI reference).
+pub const MAX_SOURCE_BYTES: usize = 512;
 /// `shkeptnspecversion` stamped on events that carry none.
 pub const KEPTN_SPEC_VERSION: &str = "0.2.4";
 /// Source of events the API ingests without one (Keptn's default).
@@ -323,8 +328,18 @@ fn take_string(
         None | Some(Value::Null) if required => Err(CoreError::invalid(key, "is required")),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
+            let max = if key == "source" {
+                MAX_SOURCE_BYTES
+            } else {
+                MAX_ATTRIBUTE_BYTES
+            };
             if required && s.is_empty() {
                 Err(CoreError::invalid(key, "must not be empty"))
+            } else if s.len() > max {
+                Err(CoreError::invalid(
+                    key,
+                    format!("is {} bytes long; at most {max} are allowed", s.len()),
+                ))
             } else {
                 Ok(Some(s))
             }
@@ -507,6 +522,23 @@ mod tests {
         assert_eq!(e.to_rest_json()["contenttype"], json!("application/json"));
         let round: KeptnEvent = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(round, e);
+    }
+
+    #[test]
+    fn overlong_attributes_are_refused_with_their_size() {
+        let long = "x".repeat(MAX_ATTRIBUTE_BYTES + 1);
+        for key in ["id", "type", "shkeptncontext", "triggeredid"] {
+            let mut v = json!({"type": "sh.keptn.event.a.finished", "source": "s", "data": {}});
+            v[key] = json!(long);
+            let err = KeptnEvent::from_untrusted_value(v).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{key}: is 257 bytes long; at most 256 are allowed")
+            );
+        }
+        let ok = json!({"type": "sh.keptn.event.a.finished", "source": "s".repeat(MAX_SOURCE_BYTES),
+            "id": "i".repeat(MAX_ATTRIBUTE_BYTES), "data": {}});
+        assert!(KeptnEvent::from_untrusted_value(ok).is_ok());
     }
 
     #[test]

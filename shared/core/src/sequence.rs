@@ -250,6 +250,10 @@ pub struct LaneState {
     /// publishes them again (a transactional outbox in the lane itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unpublished: Vec<String>,
+    /// Random id given when the lane is created: ids derived from the lane's
+    /// version stay unique when a project is deleted and created again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
 }
 
 /// What a sequence trigger resolves to in the shipyard.
