@@ -17,7 +17,18 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalFailure",
     "ServiceUnavailable",
     "TransactionInProgressException",
+    "TransactionConflictException",
     "RequestThrottled",
+];
+
+/// Cancellation reasons of a `TransactWriteItems` (the `Code` of each
+/// `CancellationReason`) that pass on retry: throttling and a conflict with
+/// another transaction on one of the items.
+pub const TRANSIENT_CANCELLATION_REASONS: &[&str] = &[
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "TransactionConflict",
+    "RequestLimitExceeded",
 ];
 
 /// Classifies an SDK error: throttling, timeouts, 5xx and I/O are transient;
@@ -38,6 +49,27 @@ pub fn kind_of<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> ErrorK
         }
         _ => ErrorKind::Fatal,
     }
+}
+
+/// Whether a failed write may nevertheless have been applied: no answer
+/// (timeout, dispatch or response failure), a 5xx, or a retried transaction
+/// still in progress. A 4xx answer (validation, condition, throttling,
+/// cancellation) means the write was not applied.
+pub fn maybe_applied<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            s.raw().status().is_server_error()
+                || s.err().code() == Some("TransactionInProgressException")
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
+/// Whether the error is DynamoDB's `TransactionConflictException`: a
+/// single-item write met an item that a transaction is writing.
+pub fn is_transaction_conflict<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    code_of(e) == Some("TransactionConflictException")
 }
 
 /// The service's error code, if the service answered with one.

@@ -162,7 +162,7 @@ mod tests {
             err.contains("event id (sh.keptn.event.test.finished)"),
             "{err}"
         );
-        assert!(err.contains("the limit is 262144"), "{err}");
+        assert!(err.contains("the limit is 260096"), "{err}");
         assert!(entries("b", &[ev(1000)]).is_ok());
     }
 

@@ -15,7 +15,7 @@ use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventStore, StoreResult};
 use keelson_core::query::{self, EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
 use keelson_core::timestamp::Timestamp;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Attempts at moving a context's root pointer against concurrent writers.
 const ROOT_ATTEMPTS: usize = 10;
@@ -39,20 +39,40 @@ fn stored(it: &Item) -> StoreResult<Stored> {
     Ok(Stored { ord, ev })
 }
 
-/// What deleting an event needs to know.
+/// What deleting an event needs to know, from its index item (projection
+/// ALL): the delete is conditional on `ord`, unique to each stored event, so
+/// these are the attributes of the item it deletes.
 pub(crate) struct Victim {
     id: String,
+    ord: String,
+    ctx: String,
+    /// The triggeredid it invalidates, if it is an invalidation.
+    invalidates: Option<String>,
 }
 
 fn victim(it: &Item) -> StoreResult<Victim> {
+    let ty = get_s(it, "ty")?;
+    let tid = opt_s(it, "tid")?;
     Ok(Victim {
         id: get_s(it, "id")?.to_string(),
+        ord: get_s(it, "ord")?.to_string(),
+        ctx: get_s(it, "ctx")?.to_string(),
+        invalidates: tid.filter(|_| query::is_invalidation(ty)).map(String::from),
     })
 }
 
 /// The root pointer of a context: (event id, time).
 fn root_of(it: &Item) -> StoreResult<(String, i64)> {
     Ok((get_s(it, "id")?.to_string(), get_n(it, "time")?))
+}
+
+/// Whether `ev` (an event item, if any) is the event a root pointer names.
+fn names_event(ptr: &Item, ev: Option<&Item>) -> StoreResult<bool> {
+    let Some(ev) = ev else { return Ok(false) };
+    // Pointers name the event's storage order too: an id deleted and stored
+    // again is another event.
+    Ok(get_s(ev, "id")? == get_s(ptr, "id")?
+        && opt_s(ptr, "ord")?.is_none_or(|o| o == get_s(ev, "ord").unwrap_or_default()))
 }
 
 fn event_item(ev: &KeptnEvent, ord: &str, json: String) -> Item {
@@ -274,15 +294,52 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// Keeps the events that are their context's root.
+    /// Keeps the events that are their context's root. A pointer naming none
+    /// of the events may name a deleted one (a purge that stopped part-way
+    /// before this version, a hand-deleted item): such a pointer is checked on
+    /// the table and repaired.
     async fn only_roots(&self, events: Vec<Stored>) -> StoreResult<Vec<Stored>> {
-        let keys = events
+        let ctxs: HashMap<String, &str> = events
             .iter()
-            .map(|st| (ctx_pk(&st.ev.shkeptncontext), ROOT_SK.to_string()))
+            .map(|st| (ctx_pk(&st.ev.shkeptncontext), st.ev.shkeptncontext.as_str()))
             .collect();
+        let keys = ctxs
+            .keys()
+            .map(|pk| (pk.clone(), ROOT_SK.to_string()))
+            .collect();
+        let listed: HashSet<&str> = events.iter().map(|st| st.ev.id.as_str()).collect();
         let mut roots: HashMap<String, String> = HashMap::new();
+        let mut unsure: Vec<Item> = Vec::new();
         for it in self.batch_get(keys).await? {
-            roots.insert(get_s(&it, "pk")?.to_string(), get_s(&it, "id")?.to_string());
+            let id = get_s(&it, "id")?;
+            if listed.contains(id) {
+                roots.insert(get_s(&it, "pk")?.to_string(), id.to_string());
+            } else {
+                unsure.push(it);
+            }
+        }
+        if !unsure.is_empty() {
+            let targets = unsure
+                .iter()
+                .map(|p| Ok((event_pk(get_s(p, "id")?), EVENT_SK.to_string())))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let found: HashMap<String, Item> = self
+                .batch_get(targets)
+                .await?
+                .into_iter()
+                .map(|it| Ok((get_s(&it, "id")?.to_string(), it)))
+                .collect::<StoreResult<_>>()?;
+            for ptr in &unsure {
+                if names_event(ptr, found.get(get_s(ptr, "id")?))? {
+                    continue; // a root outside the query
+                }
+                let pk = get_s(ptr, "pk")?;
+                if let Some(ctx) = ctxs.get(pk) {
+                    if let Some(id) = self.reelect_root(ctx, &HashSet::new()).await? {
+                        roots.insert(pk.to_string(), id);
+                    }
+                }
+            }
         }
         Ok(events
             .into_iter()
@@ -299,58 +356,74 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Deletes events (each if `cond` still holds on it), their invalidation
-    /// markers, and re-elects the root of every context that lost it. Returns
-    /// how many were deleted by this call.
+    /// Deletes events (each if it is still the stored event of that id and
+    /// `cond` holds on it) and their invalidation markers. Context by context,
+    /// the root pointer is moved off the context's victims BEFORE they are
+    /// deleted, so a run that stops part-way (a timeout, throttling) never
+    /// leaves a pointer on a deleted event, and the marker is deleted before
+    /// its event (a stop in between leaves an event the next purge deletes).
+    /// Returns how many were deleted by this call (an event found gone — a
+    /// concurrent purge, or a delete the SDK retried after it had succeeded —
+    /// is not counted; what it needed is done all the same).
     pub(crate) async fn delete_events(
         &self,
         victims: Vec<Victim>,
         cond: DeleteIf,
     ) -> StoreResult<u64> {
-        let mut count = 0;
-        let mut gone: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut by_ctx: BTreeMap<String, Vec<Victim>> = BTreeMap::new();
         for v in victims {
-            let old = self
-                .delete_returning(
-                    &event_pk(&v.id),
-                    EVENT_SK,
-                    Some(Cond::cmp(cond.attr, cond.op, cond.value.clone())),
-                )
-                .await?;
-            let Some(old) = old else { continue };
-            count += 1;
-            let ctx = get_s(&old, "ctx")?.to_string();
-            let ty = get_s(&old, "ty")?;
-            if let (true, Some(tid)) = (query::is_invalidation(ty), opt_s(&old, "tid")?) {
-                self.delete_returning(INVALIDATIONS_PK, &invalidation_sk(tid, &v.id), None)
-                    .await?;
-            }
-            gone.entry(ctx).or_default().insert(v.id);
+            by_ctx.entry(v.ctx.clone()).or_default().push(v);
         }
-        for (ctx, ids) in gone {
-            self.reelect_root(&ctx, &ids).await?;
+        let mut count = 0;
+        for (ctx, vs) in by_ctx {
+            let doomed: HashSet<String> = vs.iter().map(|v| v.id.clone()).collect();
+            self.reelect_root(&ctx, &doomed).await?;
+            for v in vs {
+                if let Some(tid) = &v.invalidates {
+                    self.delete_returning(INVALIDATIONS_PK, &invalidation_sk(tid, &v.id), None)
+                        .await?;
+                }
+                let c =
+                    Cond::cmp("ord", "=", s(&v.ord)).and(cond.attr, cond.op, cond.value.clone());
+                if self
+                    .delete_returning(&event_pk(&v.id), EVENT_SK, Some(c))
+                    .await?
+                    .is_some()
+                {
+                    count += 1;
+                }
+            }
         }
         Ok(count)
     }
 
-    /// Moves the root pointer of `ctx` off the deleted `gone` events to the
-    /// earliest remaining event (or removes it).
-    async fn reelect_root(&self, ctx: &str, gone: &HashSet<String>) -> StoreResult<()> {
+    /// Makes the root pointer of `ctx` name a stored event that is not
+    /// `doomed`: if it names a doomed event or one that is no longer stored,
+    /// it moves to the earliest other stored event (or is removed). Returns
+    /// the root's id after.
+    async fn reelect_root(
+        &self,
+        ctx: &str,
+        doomed: &HashSet<String>,
+    ) -> StoreResult<Option<String>> {
         let pk = ctx_pk(ctx);
         for _ in 0..ROOT_ATTEMPTS {
             let Some(ptr) = self.get(&pk, ROOT_SK).await? else {
-                return Ok(());
+                return Ok(None);
             };
             let (old, _) = root_of(&ptr)?;
-            if !gone.contains(&old) {
-                return Ok(());
+            if !doomed.contains(&old) {
+                let target = self.get(&event_pk(&old), EVENT_SK).await?;
+                if names_event(&ptr, target.as_ref())? {
+                    return Ok(Some(old));
+                }
             }
-            // The index lags the table: skip what was just deleted and check
-            // the candidate on the table itself.
+            // The index lags the table: skip the doomed and the old root, and
+            // check the candidate on the table itself.
             let mut candidates = Vec::new();
             self.query_each(&Q::index("gsi1", &pk, Sk::Any).page(25), |it| {
                 let id = get_s(&it, "id")?.to_string();
-                if !gone.contains(&id) {
+                if !doomed.contains(&id) && id != old {
                     candidates.push(id);
                 }
                 Ok(candidates.len() < 5)
@@ -363,24 +436,30 @@ impl DynamoStore {
                     break;
                 }
             }
-            let done = match next {
-                None => self
-                    .delete_returning(&pk, ROOT_SK, Some(Cond::cmp("id", "=", s(&old))))
-                    .await?
-                    .is_some(),
+            let (done, root) = match next {
+                None => (
+                    self.delete_returning(&pk, ROOT_SK, Some(Cond::cmp("id", "=", s(&old))))
+                        .await?
+                        .is_some(),
+                    None,
+                ),
                 Some(it) => {
+                    let id = get_s(&it, "id")?.to_string();
                     let ptr = item([
                         ("pk", s(&pk)),
                         ("sk", s(ROOT_SK)),
-                        ("id", s(get_s(&it, "id")?)),
+                        ("id", s(&id)),
                         ("time", n(get_n::<i64>(&it, "time")?)),
                         ("ord", s(get_s(&it, "ord")?)),
                     ]);
-                    self.put_if(ptr, Cond::cmp("id", "=", s(&old))).await?
+                    (
+                        self.put_if(ptr, Cond::cmp("id", "=", s(&old))).await?,
+                        Some(id),
+                    )
                 }
             };
             if done {
-                return Ok(());
+                return Ok(root);
             }
         }
         Err(keelson_core::ports::StoreError::Conflict)

@@ -2,9 +2,9 @@
 //! items, conditional single-item writes and transactions whose cancellation
 //! reasons are handed back to the caller.
 
-use super::item::{build_err, key, s, DynamoError, Item};
+use super::item::{build_err, item_size, key, s, DynamoError, Item};
 use super::DynamoStore;
-use crate::error::store_error;
+use crate::error::{is_transaction_conflict, maybe_applied, store_error};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue, TransactWriteItem,
@@ -18,6 +18,13 @@ use std::time::Duration;
 pub(crate) const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Largest item this store writes (DynamoDB's limit is 400 KB, names included).
 pub(crate) const MAX_ITEM_BYTES: usize = 380 * 1024;
+/// DynamoDB's item size limit (400 KB, attribute names included).
+pub(crate) const DYNAMO_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's limit of the aggregate item size of one transaction (4 MB).
+pub(crate) const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// Attempts at a single-item write that meets a transaction in progress on
+/// its item (`TransactionConflictException`).
+const CONFLICT_ATTEMPTS: u32 = 6;
 /// Attempts at a batch's unprocessed items before giving up (transiently).
 const BATCH_ATTEMPTS: u32 = 8;
 
@@ -99,14 +106,39 @@ impl Cond {
             values: values([(":v", value)]),
         }
     }
+
+    /// This condition and `<attr> <op> <value>`.
+    pub fn and(
+        mut self,
+        attr: &str,
+        op: &str,
+        value: aws_sdk_dynamodb::types::AttributeValue,
+    ) -> Cond {
+        let i = self.names.as_ref().map_or(0, HashMap::len);
+        let (nk, vk) = (format!("#c{i}"), format!(":v{i}"));
+        self.expr = format!("{} AND {nk} {op} {vk}", self.expr);
+        self.names
+            .get_or_insert_with(HashMap::new)
+            .insert(nk, attr.to_string());
+        self.values
+            .get_or_insert_with(HashMap::new)
+            .insert(vk, value);
+        self
+    }
 }
 
-/// A transaction cancelled by DynamoDB: the reason code of each action, in order
-/// (`"None"` for the actions that did not fail).
+/// A failed transaction.
 #[derive(Debug)]
 pub(crate) enum TxError {
+    /// Cancelled by DynamoDB (nothing was written): the reason code of each
+    /// action, in order (`"None"` for the actions that did not fail).
     Cancelled(Vec<String>),
-    Store(StoreError),
+    /// Any other failure. `maybe_applied`: there was no definite answer (a
+    /// timeout, a 5xx …), so the transaction may have committed.
+    Store {
+        err: StoreError,
+        maybe_applied: bool,
+    },
 }
 
 impl TxError {
@@ -120,13 +152,76 @@ impl TxError {
         matches!(self, TxError::Cancelled(c) if c.iter().any(|r| r == "TransactionConflict"))
     }
 
-    /// Any other failure as a store error.
+    /// Whether the transaction certainly wrote nothing.
+    pub fn not_applied(&self) -> bool {
+        match self {
+            TxError::Cancelled(_) => true,
+            TxError::Store { maybe_applied, .. } => !maybe_applied,
+        }
+    }
+
+    /// Any other failure as a store error (transient for throttling and
+    /// transaction conflicts).
     pub fn into_store(self) -> StoreError {
         match self {
-            TxError::Store(e) => e,
+            TxError::Store { err, .. } => err,
             TxError::Cancelled(codes) => DynamoError::Cancelled(codes).into(),
         }
     }
+}
+
+/// A failure of ours before anything was sent.
+fn refused(err: StoreError) -> TxError {
+    TxError::Store {
+        err,
+        maybe_applied: false,
+    }
+}
+
+/// The size DynamoDB counts for a transaction action.
+fn action_size(a: &TransactWriteItem) -> (usize, usize) {
+    let key_size = |k: &Item| item_size(k);
+    let vals = |v: &Option<Item>| v.as_ref().map_or(0, item_size);
+    if let Some(p) = &a.put {
+        let s = item_size(&p.item);
+        (s, s + vals(&p.expression_attribute_values))
+    } else if let Some(d) = &a.delete {
+        (0, key_size(&d.key) + vals(&d.expression_attribute_values))
+    } else if let Some(u) = &a.update {
+        let s = key_size(&u.key) + vals(&u.expression_attribute_values);
+        (s, s)
+    } else if let Some(c) = &a.condition_check {
+        (0, key_size(&c.key) + vals(&c.expression_attribute_values))
+    } else {
+        (0, 0)
+    }
+}
+
+/// Checks DynamoDB's transaction limits before sending: at most 100 actions,
+/// items under 400 KB, at most 4 MB in all.
+pub(crate) fn check_transaction(actions: &[TransactWriteItem]) -> StoreResult<()> {
+    if actions.len() > MAX_TRANSACTION_ITEMS {
+        return Err(super::item::limit(format!(
+            "{} writes in one transaction (DynamoDB allows {MAX_TRANSACTION_ITEMS})",
+            actions.len()
+        )));
+    }
+    let mut total = 0;
+    for a in actions {
+        let (item, size) = action_size(a);
+        if item > DYNAMO_ITEM_BYTES {
+            return Err(super::item::limit(format!(
+                "an item of {item} bytes (DynamoDB allows {DYNAMO_ITEM_BYTES})"
+            )));
+        }
+        total += size;
+    }
+    if total > MAX_TRANSACTION_BYTES {
+        return Err(super::item::limit(format!(
+            "a transaction of {total} bytes (DynamoDB allows {MAX_TRANSACTION_BYTES})"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn put_action(item: Item, cond: Option<&str>) -> StoreResult<TransactWriteItem> {
@@ -260,37 +355,55 @@ impl DynamoStore {
 
     /// Writes an item unconditionally.
     pub(crate) async fn put(&self, item: Item) -> StoreResult<()> {
-        self.client
-            .put_item()
-            .table_name(self.table.as_ref())
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            let r = self
+                .client
+                .put_item()
+                .table_name(self.table.as_ref())
+                .set_item(Some(item.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
     }
 
     /// Writes an item if `cond` holds; false if it did not.
+    /// A write that meets a transaction in progress on its item is retried.
     pub(crate) async fn put_if(&self, item: Item, cond: Cond) -> StoreResult<bool> {
-        let r = self
-            .client
-            .put_item()
-            .table_name(self.table.as_ref())
-            .set_item(Some(item))
-            .condition_expression(cond.expr)
-            .set_expression_attribute_values(cond.values)
-            .set_expression_attribute_names(cond.names)
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
+        let mut attempt = 0;
+        loop {
+            let r = self
+                .client
+                .put_item()
+                .table_name(self.table.as_ref())
+                .set_item(Some(item.clone()))
+                .condition_expression(cond.expr.clone())
+                .set_expression_attribute_values(cond.values.clone())
+                .set_expression_attribute_names(cond.names.clone())
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(store_error(e)),
             }
-            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -302,27 +415,34 @@ impl DynamoStore {
         sk: &str,
         cond: Option<Cond>,
     ) -> StoreResult<Option<Item>> {
-        let mut req = self
-            .client
-            .delete_item()
-            .table_name(self.table.as_ref())
-            .set_key(Some(key(pk, sk)))
-            .return_values(ReturnValue::AllOld);
-        if let Some(c) = cond {
-            req = req
-                .condition_expression(c.expr)
-                .set_expression_attribute_values(c.values)
-                .set_expression_attribute_names(c.names);
-        }
-        match req.send().await {
-            Ok(out) => Ok(out.attributes.filter(|a| !a.is_empty())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .client
+                .delete_item()
+                .table_name(self.table.as_ref())
+                .set_key(Some(key(pk, sk)))
+                .return_values(ReturnValue::AllOld);
+            if let Some(c) = &cond {
+                req = req
+                    .condition_expression(c.expr.clone())
+                    .set_expression_attribute_values(c.values.clone())
+                    .set_expression_attribute_names(c.names.clone());
             }
-            Err(e) => Err(store_error(e)),
+            match req.send().await {
+                Ok(out) => return Ok(out.attributes.filter(|a| !a.is_empty())),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
         }
     }
 
@@ -424,12 +544,7 @@ impl DynamoStore {
 
     /// One `TransactWriteItems` (at most 100 actions).
     pub(crate) async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<(), TxError> {
-        if actions.len() > MAX_TRANSACTION_ITEMS {
-            return Err(TxError::Store(super::item::limit(format!(
-                "{} writes in one transaction (DynamoDB allows {MAX_TRANSACTION_ITEMS})",
-                actions.len()
-            ))));
-        }
+        check_transaction(&actions).map_err(refused)?;
         let table = self.table.to_string();
         let actions = actions
             .into_iter()
@@ -466,8 +581,41 @@ impl DynamoStore {
                             .collect(),
                     ))
                 }
-                _ => Err(TxError::Store(store_error(e))),
+                _ => Err(TxError::Store {
+                    maybe_applied: maybe_applied(&e),
+                    err: store_error(e),
+                }),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamo::item::{b, item};
+
+    fn blob_put(bytes: usize) -> TransactWriteItem {
+        put_action(item([("pk", s("p")), ("data", b(vec![0u8; bytes]))]), None).unwrap()
+    }
+
+    #[test]
+    fn transactions_beyond_dynamodb_limits_are_refused_before_sending() {
+        assert!(check_transaction(&(0..100).map(|_| blob_put(1)).collect::<Vec<_>>()).is_ok());
+        assert!(check_transaction(&(0..101).map(|_| blob_put(1)).collect::<Vec<_>>()).is_err());
+        // 13 × 300 KiB fits in 4 MB, 14 do not.
+        let chunks = |k| (0..k).map(|_| blob_put(300 * 1024)).collect::<Vec<_>>();
+        assert!(check_transaction(&chunks(13)).is_ok());
+        let e = check_transaction(&chunks(14)).unwrap_err();
+        assert_eq!(e.kind(), keelson_core::ErrorKind::Fatal);
+        assert!(check_transaction(&[blob_put(DYNAMO_ITEM_BYTES)]).is_err());
+    }
+
+    #[test]
+    fn a_second_condition_gets_its_own_placeholders() {
+        let c = Cond::cmp("ord", "=", s("o")).and("time", "<", s("5"));
+        assert_eq!(c.expr, "#c = :v AND #c1 < :v1");
+        assert_eq!(c.names.unwrap().len(), 2);
+        assert_eq!(c.values.unwrap().len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! Items: attribute constructors and checked accessors. Data read from the
 //! table is never trusted: a missing or mistyped attribute is an error.
 
+use crate::error::TRANSIENT_CANCELLATION_REASONS;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keelson_core::ports::{StoreError, StoreResult};
@@ -53,9 +54,42 @@ pub enum DynamoError {
 
 impl From<DynamoError> for StoreError {
     fn from(e: DynamoError) -> Self {
-        let transient = matches!(e, DynamoError::Unprocessed(_) | DynamoError::NotActive(_));
+        let transient = match &e {
+            DynamoError::Unprocessed(_) | DynamoError::NotActive(_) => true,
+            // Throttled or in conflict with another transaction: a retry may pass.
+            DynamoError::Cancelled(reasons) => reasons
+                .iter()
+                .any(|r| TRANSIENT_CANCELLATION_REASONS.contains(&r.as_str())),
+            _ => false,
+        };
         StoreError::backend(e, transient)
     }
+}
+
+/// The size DynamoDB counts for a value (numbers and containers generously).
+pub(crate) fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(x) => x.len(),
+        AttributeValue::N(x) => x.len() + 1,
+        AttributeValue::B(x) => x.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(xs) => 3 + xs.iter().map(|x| value_size(x) + 1).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, x)| k.len() + value_size(x) + 1)
+                .sum::<usize>()
+        }
+        AttributeValue::Ss(xs) => xs.iter().map(String::len).sum(),
+        AttributeValue::Ns(xs) => xs.iter().map(|x| x.len() + 1).sum(),
+        AttributeValue::Bs(xs) => xs.iter().map(|x| x.as_ref().len()).sum(),
+        _ => 0,
+    }
+}
+
+/// The size DynamoDB counts for an item: names plus values.
+pub(crate) fn item_size(it: &Item) -> usize {
+    it.iter().map(|(k, v)| k.len() + value_size(v)).sum()
 }
 
 pub(crate) fn limit(msg: impl Into<String>) -> StoreError {
@@ -207,4 +241,39 @@ pub(crate) fn from_json_bytes<T: DeserializeOwned>(
 pub(crate) fn get_json<T: DeserializeOwned>(it: &Item, k: &str) -> StoreResult<T> {
     let text = get_s(it, k)?;
     from_json_str(it, k, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_core::ErrorKind;
+
+    #[test]
+    fn throttled_or_conflicting_cancellations_are_transient() {
+        let kind = |codes: &[&str]| {
+            StoreError::from(DynamoError::Cancelled(
+                codes.iter().map(|c| c.to_string()).collect(),
+            ))
+            .kind()
+        };
+        for r in [
+            "ThrottlingError",
+            "ProvisionedThroughputExceeded",
+            "TransactionConflict",
+            "RequestLimitExceeded",
+        ] {
+            assert_eq!(kind(&["None", r]), ErrorKind::Transient, "{r}");
+        }
+        assert_eq!(kind(&["ValidationError"]), ErrorKind::Fatal);
+        assert_eq!(
+            kind(&["None", "ItemCollectionSizeLimitExceeded"]),
+            ErrorKind::Fatal
+        );
+    }
+
+    #[test]
+    fn item_sizes_count_names_and_values() {
+        let it = item([("pk", s("abc")), ("n", n(12)), ("b", b(vec![0u8; 10]))]);
+        assert_eq!(item_size(&it), (2 + 3) + (1 + 3) + (1 + 10));
+    }
 }

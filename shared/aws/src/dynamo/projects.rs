@@ -154,7 +154,8 @@ impl DynamoStore {
         }
     }
 
-    /// Removes the chunks of a commit that did not happen.
+    /// Removes the chunks of a commit that certainly did not happen (every
+    /// earlier attempt was cancelled by DynamoDB).
     async fn drop_blobs(&self, blobs: &[WriteRequest]) {
         let deletes: Vec<WriteRequest> = blobs
             .iter()
@@ -219,7 +220,13 @@ impl ProjectStore for DynamoStore {
         match self.transact(actions).await {
             Ok(()) => Ok(commit),
             Err(e) => {
-                self.drop_blobs(&blobs).await;
+                // Only a commit that certainly did not happen loses its chunks:
+                // after a timeout or a 5xx it may have committed, and its
+                // resource would read as malformed without them (orphaned
+                // chunks are harmless: keyed by a commit id nothing names).
+                if e.not_applied() {
+                    self.drop_blobs(&blobs).await;
+                }
                 if e.condition_failed(0) {
                     Err(StoreError::AlreadyExists(format!("project {}", p.name)))
                 } else if e.conflicted() {
@@ -352,7 +359,9 @@ impl ResourceStore for DynamoStore {
                 Ok(()) => return Ok(commit),
                 Err(e) if e.condition_failed(0) || e.conflicted() => continue,
                 Err(e) => {
-                    if let Some(bl) = &blobs_written {
+                    // As in `create_project`: keep the chunks of a commit that
+                    // may have happened.
+                    if let (true, Some(bl)) = (e.not_applied(), &blobs_written) {
                         self.drop_blobs(bl).await;
                     }
                     return Err(e.into_store());

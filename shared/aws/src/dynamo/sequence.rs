@@ -14,8 +14,8 @@ use super::io::{
     delete_action, names, put_action, values, Cond, Sk, MAX_ITEM_BYTES, MAX_TRANSACTION_ITEMS, Q,
 };
 use super::item::{
-    b, from_json_bytes, get_b, get_json, get_list_s, get_n, get_s, item, limit, n, opt_n, s,
-    to_json, Item,
+    b, from_json_bytes, get_b, get_json, get_list_s, get_n, get_s, item, item_size, limit, n,
+    opt_n, s, to_json, Item,
 };
 use super::keys::*;
 use super::DynamoStore;
@@ -71,22 +71,25 @@ fn applied_items(
             )),
         ),
     ]);
-    if let Some(ttl) = ttl_secs {
-        it.insert(
-            "expires_at".into(),
-            n((now.millis() / 1000).saturating_add(ttl)),
-        );
+    let expires_at = ttl_secs.map(|ttl| n((now.millis() / 1000).saturating_add(ttl)));
+    if let Some(e) = &expires_at {
+        it.insert("expires_at".into(), e.clone());
     }
     let mut chunks = Vec::new();
     if json.len() <= EFFECTS_INLINE_MAX {
         it.insert("effects".into(), s(json));
     } else {
         for (i, part) in json.as_bytes().chunks(EFFECTS_CHUNK).enumerate() {
-            chunks.push(item([
+            let mut ch = item([
                 ("pk", s(&pk)),
                 ("sk", s(effects_sk(i))),
                 ("data", b(part.to_vec())),
-            ]));
+            ]);
+            // The TTL removes a record's chunks with it.
+            if let Some(e) = &expires_at {
+                ch.insert("expires_at".into(), e.clone());
+            }
+            chunks.push(ch);
         }
         it.insert("chunks".into(), n(chunks.len()));
     }
@@ -107,9 +110,17 @@ impl DynamoStore {
             return get_json(it, "effects");
         }
         let chunks: usize = get_n(it, "chunks")?;
+        if chunks == 0 || chunks > MAX_TRANSACTION_ITEMS {
+            return Err(super::item::malformed(it, "implausible chunk count"));
+        }
         let pk = get_s(it, "pk")?;
+        // Only the record's own chunks: a partition may hold stale ones beyond
+        // them (an earlier, bigger record whose chunks outlived it).
         let parts = self
-            .query_all(&Q::table(pk, Sk::BeginsWith("EFFECTS#".into())))
+            .query_all(&Q::table(
+                pk,
+                Sk::Between(effects_sk(0), effects_sk(chunks - 1)),
+            ))
             .await?;
         if parts.len() != chunks {
             return Err(super::item::malformed(
@@ -122,6 +133,47 @@ impl DynamoStore {
             bytes.extend_from_slice(get_b(p, "data")?);
         }
         from_json_bytes(it, "effects", &bytes)
+    }
+
+    /// Deletes the applied record of an index item of `purge_applied` if it is
+    /// still that record and older than `before`; true if it did. A record
+    /// with chunks goes in one transaction with them (never a chunk without
+    /// its record, nor the reverse).
+    async fn purge_one_applied(&self, indexed: &Item, before: Timestamp) -> StoreResult<bool> {
+        let pk = get_s(indexed, "pk")?.to_string();
+        let at: i64 = get_n(indexed, "at")?;
+        // The index lags: the record itself must still be old.
+        let Some(chunks) = opt_n::<usize>(indexed, "chunks")? else {
+            return Ok(self
+                .delete_returning(
+                    &pk,
+                    APPLIED_SK,
+                    Some(Cond::cmp("at", "<", n(before.millis()))),
+                )
+                .await?
+                .is_some());
+        };
+        // Chunks are at most 300 KiB of a transaction's 4 MB.
+        if chunks == 0 || chunks >= MAX_TRANSACTION_ITEMS {
+            return Err(super::item::malformed(indexed, "implausible chunk count"));
+        }
+        // The same record as indexed (same `at`, hence the same chunk count).
+        let mut record = delete_action(&pk, APPLIED_SK)?;
+        if let Some(d) = record.delete.as_mut() {
+            d.condition_expression = Some("#at = :at AND #at < :before".into());
+            d.expression_attribute_names = names([("#at", "at")]);
+            d.expression_attribute_values =
+                values([(":at", n(at)), (":before", n(before.millis()))]);
+        }
+        let mut actions = vec![record];
+        for i in 0..chunks {
+            actions.push(delete_action(&pk, &effects_sk(i))?);
+        }
+        match self.transact(actions).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.condition_failed(0) => Ok(false),
+            Err(e) => Err(e.into_store()),
+        }
     }
 
     async fn applied_item(&self, consumer: &str, cause: &str) -> StoreResult<Option<Item>> {
@@ -177,13 +229,6 @@ impl SequenceStore for DynamoStore {
         }
 
         let state = to_json("lane state", c.state)?;
-        if state.len() > MAX_ITEM_BYTES {
-            return Err(limit(format!(
-                "the state of lane {} is {} bytes; items hold at most {MAX_ITEM_BYTES}",
-                key.id(),
-                state.len()
-            )));
-        }
         let open: Vec<&KeptnEvent> = sequence::open_triggers(c.state);
         let open_sks: Vec<String> = open
             .iter()
@@ -212,6 +257,14 @@ impl SequenceStore for DynamoStore {
                     esc(&key.service)
                 )),
             );
+        }
+        // The whole item (state, open list, keys) must fit, not just the state.
+        let lane_size = item_size(&lane);
+        if lane_size > MAX_ITEM_BYTES {
+            return Err(limit(format!(
+                "lane {} is {lane_size} bytes; items hold at most {MAX_ITEM_BYTES}",
+                key.id()
+            )));
         }
         let mut lane_put = put_action(lane, None)?;
         if let Some(p) = lane_put.put.as_mut() {
@@ -242,25 +295,23 @@ impl SequenceStore for DynamoStore {
             if before.get(&e.id) == Some(&json) {
                 continue;
             }
-            if json.len() > MAX_ITEM_BYTES {
+            let exec = item([
+                ("pk", s(&pk)),
+                ("sk", s(exec_sk(&e.id))),
+                ("ctx", s(&e.keptn_context)),
+                ("stage", s(&e.stage)),
+                ("service", s(&e.service)),
+                ("active", AttributeValue::Bool(!e.state.is_terminal())),
+                ("json", s(json)),
+            ]);
+            let size = item_size(&exec);
+            if size > MAX_ITEM_BYTES {
                 return Err(limit(format!(
-                    "execution {} is {} bytes; items hold at most {MAX_ITEM_BYTES}",
-                    e.id,
-                    json.len()
+                    "execution {} is {size} bytes; items hold at most {MAX_ITEM_BYTES}",
+                    e.id
                 )));
             }
-            actions.push(put_action(
-                item([
-                    ("pk", s(&pk)),
-                    ("sk", s(exec_sk(&e.id))),
-                    ("ctx", s(&e.keptn_context)),
-                    ("stage", s(&e.stage)),
-                    ("service", s(&e.service)),
-                    ("active", AttributeValue::Bool(!e.state.is_terminal())),
-                    ("json", s(json)),
-                ]),
-                None,
-            )?);
+            actions.push(put_action(exec, None)?);
         }
 
         let keep: HashSet<&String> = open_sks.iter().collect();
@@ -283,6 +334,8 @@ impl SequenceStore for DynamoStore {
             )?);
         }
 
+        // DynamoDB's limits (100 actions, 4 MB in all) are checked before
+        // sending, as a `Limit` error.
         match self.transact(actions).await {
             Ok(()) => Ok(()),
             Err(e) if e.condition_failed(1) => Err(StoreError::AlreadyApplied),
@@ -361,26 +414,8 @@ impl SequenceStore for DynamoStore {
                 Sk::Between(a.clone(), bnd.clone()),
             );
             for it in self.query_all(&q).await? {
-                let pk = get_s(&it, "pk")?.to_string();
-                // The index lags: the record itself must still be old.
-                let old = self
-                    .delete_returning(
-                        &pk,
-                        APPLIED_SK,
-                        Some(Cond::cmp("at", "<", n(before.millis()))),
-                    )
-                    .await?;
-                let Some(old) = old else { continue };
-                count += 1;
-                if let Some(chunks) = opt_n::<usize>(&old, "chunks")? {
-                    // Chunks are at most 300 KiB of a transaction's 4 MB.
-                    if chunks > MAX_TRANSACTION_ITEMS {
-                        return Err(super::item::malformed(&old, "implausible chunk count"));
-                    }
-                    let deletes = (0..chunks)
-                        .map(|i| DynamoStore::delete_request(&pk, &effects_sk(i)))
-                        .collect::<StoreResult<Vec<_>>>()?;
-                    self.batch_write(deletes).await?;
+                if self.purge_one_applied(&it, before).await? {
+                    count += 1;
                 }
             }
         }
