@@ -34,22 +34,11 @@ mod at_least_once {
     use keelson_core::Timestamp;
     use keelson_lambda::{Env, ShipyardConsumer};
     use keelson_shipyard::Orchestrator;
-    use keelson_tests::{wait_for, Setup, TestNode};
+    use keelson_tests::{wait_for, Setup, TestNode, ONE_STAGE};
     use serde_json::{json, Value};
     use std::collections::{BTreeMap, HashSet};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
-
-    const ONE_STAGE: &str = r#"apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: one}
-spec:
-  stages:
-    - name: dev
-      sequences:
-        - name: delivery
-          tasks: [{name: deployment}, {name: test}, {name: release}]
-"#;
 
     struct Stack {
         sdk: SdkConfig,

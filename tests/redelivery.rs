@@ -232,12 +232,12 @@ async fn a_redelivered_event_whose_write_landed_republishes_the_same_effects() {
     assert_eq!(again, first);
 }
 
-#[tokio::test]
-async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start() {
+/// An abort commits, then every publish attempt fails and its process "dies".
+/// Returns the store and another process's orchestrator on it, with its bus.
+async fn abort_then_die() -> (MemoryStore, Orch, CaptureBus) {
     let (orch, bus, store) = setup().await;
     orch.process(&trigger()).await.unwrap();
     bus.drain();
-    // The abort commits, then every publish attempt fails and the process "dies".
     bus.fail_next.store(100, Ordering::SeqCst);
     assert!(orch
         .control(
@@ -249,14 +249,20 @@ async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start()
         .await
         .is_err());
     assert!(bus.drain().is_empty());
-    // A new process on the same store re-publishes the last effects it finds.
     let bus2 = CaptureBus::default();
     let orch2 = Orchestrator::new(
-        store,
+        store.clone(),
         bus2.clone(),
         Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))),
         Config::default(),
     );
+    (store, orch2, bus2)
+}
+
+#[tokio::test]
+async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start() {
+    let (store, orch2, bus2) = abort_then_die().await;
+    // A new process on the same store re-publishes the last effects it finds.
     assert!(orch2.republish_recent(60_000).await.unwrap() >= 1);
     let out = bus2.drain();
     let fin = out
@@ -268,31 +274,11 @@ async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start()
 
 #[tokio::test]
 async fn effects_of_a_control_request_lost_in_a_crash_are_published_by_the_next_sweep_once() {
-    let (orch, bus, store) = setup().await;
-    orch.process(&trigger()).await.unwrap();
-    bus.drain();
-    bus.fail_next.store(100, Ordering::SeqCst);
-    assert!(orch
-        .control(
-            "p",
-            "ctx-1",
-            keelson_core::sequence::ControlAction::Abort,
-            None
-        )
-        .await
-        .is_err());
-    assert!(bus.drain().is_empty());
+    let (store, orch2, bus2) = abort_then_die().await;
     let key = keelson_core::sequence::LaneKey::new("p", "dev", "svc");
     let lane = store.load_lane(&key).await.unwrap().unwrap();
     assert_eq!(lane.value.unpublished.len(), 1, "committed as unpublished");
     // Another process's sweep (the Lambda schedule) finds the lane due and publishes.
-    let bus2 = CaptureBus::default();
-    let orch2 = Orchestrator::new(
-        store.clone(),
-        bus2.clone(),
-        Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))),
-        Config::default(),
-    );
     orch2.tick().await.unwrap();
     let out = bus2.drain();
     let fin: Vec<&KeptnEvent> = out

@@ -4,21 +4,10 @@
 const KEELSON: &str = env!("CARGO_BIN_EXE_keelson");
 
 use keelson::client::Client;
-use keelson_tests::{free_port, wait_for};
+use keelson_tests::{free_port, wait_for, ONE_STAGE};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: one}
-spec:
-  stages:
-    - name: dev
-      sequences:
-        - name: delivery
-          tasks: [{name: deployment}, {name: test}]
-"#;
 
 struct Killed(std::process::Child);
 
@@ -61,7 +50,7 @@ async fn serve_with_the_aws_backend_runs_a_delivery_on_the_emulator() {
     })
     .await
     .unwrap();
-    c.create_project("shop", SHIPYARD).await.unwrap();
+    c.create_project("shop", ONE_STAGE).await.unwrap();
     c.create_service("shop", "cart").await.unwrap();
     let ctx = c
         .send_event(
@@ -70,7 +59,7 @@ async fn serve_with_the_aws_backend_runs_a_delivery_on_the_emulator() {
         )
         .await
         .unwrap();
-    for task in ["deployment", "test"] {
+    for task in ["deployment", "test", "release"] {
         let path = format!(
             "/controlPlane/v1/event/triggered/sh.keptn.event.{task}.triggered?project=shop"
         );

@@ -68,6 +68,18 @@ pub fn aws_target() -> keelson::AwsTarget {
     t
 }
 
+/// One stage, one sequence of three tasks.
+pub const ONE_STAGE: &str = r#"apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: one}
+spec:
+  stages:
+    - name: dev
+      sequences:
+        - name: delivery
+          tasks: [{name: deployment}, {name: test}, {name: release}]
+"#;
+
 /// A node under test with its client.
 pub struct TestNode {
     /// The node.
