@@ -441,6 +441,7 @@ struct Capacity {
     wru_gsi: f64,
     rru: f64,
     writes_by_kind: BTreeMap<String, (usize, f64)>,
+    gets_by_kind: BTreeMap<String, usize>,
     unknown_sizes: usize,
 }
 
@@ -549,6 +550,9 @@ fn capacity(recs: &[Record], final_items: &HashMap<String, Value>) -> Capacity {
                 }
             }
             "GetItem" => {
+                *c.gets_by_kind
+                    .entry(kind_of(&key_of(&req["Key"])))
+                    .or_default() += 1;
                 let s = resp.get("Item").map_or(0.0, item_size);
                 if let Some(i) = resp.get("Item") {
                     seen.insert(key_of(i), i.clone());
@@ -870,6 +874,15 @@ pub async fn requests(
             s / *c as f64
         );
     }
+
+    println!(
+        "\nGetItem by item kind: {}",
+        cap.gets_by_kind
+            .iter()
+            .map(|(k, c)| format!("{k} {:.2}/transition", *c as f64 / tr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // Cost.
     let sqs_reqs = ops

@@ -334,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
         let mut it = args.iter().skip(1);
         while let Some(a) = it.next() {
             match a.as_str() {
-                "--runs" => {
+                "--runs" | "--endpoint" | "--poll-wait" => {
                     it.next();
                 }
                 "--bootstrap" => paths.extend(it.next().cloned()),
