@@ -566,3 +566,62 @@ async fn framework_rejections_and_extreme_parameters_still_answer_keptn_shaped_j
         assert_eq!(code, 200, "{path}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_lazily_loaded_token_is_read_on_first_use_and_a_failed_read_is_retried() {
+    use keelson_core::ports::{Subscription, SystemClock};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let store = keelson_memory::MemoryStore::new();
+    let bus = keelson_memory::MemoryBus::new(Vec::<Subscription>::new());
+    let orch = Arc::new(keelson_shipyard::Orchestrator::new(
+        store,
+        bus,
+        SystemClock,
+        Default::default(),
+    ));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let l = loads.clone();
+    let token = keelson_api::Token::lazy(move || {
+        let n = l.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                Err("parameter store unreachable".to_string())
+            } else {
+                Ok("lazy-secret".to_string())
+            }
+        }
+    });
+    let app = keelson_api::router(Arc::new(keelson_api::Api { orch, token }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/metadata", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        0,
+        "not read before the first request"
+    );
+    let get = |t: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("x-token", t)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, body) = get("lazy-secret").await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        body["message"],
+        json!("the API token could not be read; try again")
+    );
+    assert_eq!(get("lazy-secret").await.0, 200);
+    assert_eq!(get("wrong").await.0, 401);
+    assert_eq!(get("lazy-secret").await.0, 200);
+    assert_eq!(loads.load(Ordering::SeqCst), 2, "read once it succeeded");
+}

@@ -137,7 +137,7 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
     if opts.functions.api {
         let api = Arc::new(keelson_api::Api {
             orch: orch.clone(),
-            token: opts.token.clone(),
+            token: opts.token.clone().into(),
         });
         let (a, task) = spawn_api(opts.listen, keelson_api::router(api), shutdown.clone()).await?;
         addr = a;

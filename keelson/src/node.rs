@@ -472,7 +472,7 @@ where
     if opts.functions.api {
         let api = Arc::new(keelson_api::Api {
             orch: orch.clone(),
-            token: opts.token.clone(),
+            token: opts.token.clone().into(),
         });
         let (a, task) = spawn_api(opts.listen, keelson_api::router(api), shutdown.clone()).await?;
         addr = a;

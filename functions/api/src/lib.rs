@@ -40,7 +40,49 @@ pub struct Api<S, B, C> {
     /// The orchestrator (store, bus, clock).
     pub orch: Arc<Orchestrator<S, B, C>>,
     /// The API token.
-    pub token: String,
+    pub token: Token,
+}
+
+type TokenLoader = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The API token: known at start, or loaded on first use (the Lambda reads it
+/// from SSM on its first request, so the read is not part of its cold start).
+pub enum Token {
+    /// Known.
+    Fixed(String),
+    /// Loaded once by the loader; a failed load is tried again on the next request.
+    Lazy(tokio::sync::OnceCell<String>, TokenLoader),
+}
+
+impl Token {
+    /// A token loaded on first use.
+    pub fn lazy<F, Fut>(load: F) -> Token
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        Token::Lazy(
+            tokio::sync::OnceCell::new(),
+            Box::new(move || Box::pin(load())),
+        )
+    }
+
+    async fn get(&self) -> Result<&str, String> {
+        match self {
+            Token::Fixed(t) => Ok(t),
+            Token::Lazy(cell, load) => cell.get_or_try_init(load).await.map(String::as_str),
+        }
+    }
+}
+
+impl From<String> for Token {
+    fn from(t: String) -> Token {
+        Token::Fixed(t)
+    }
 }
 
 impl<S: Store, B: EventBus, C: Clock> Api<S, B, C> {
@@ -170,10 +212,21 @@ async fn require_token<S, B, C>(
     req: Request,
     next: Next,
 ) -> Response {
+    let token = match api.token.get().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the API token could not be read");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API token could not be read; try again",
+            )
+            .into_response();
+        }
+    };
     let ok = req
         .headers()
         .get(TOKEN_HEADER)
-        .map(|v| bool::from(v.as_bytes().ct_eq(api.token.as_bytes())))
+        .map(|v| bool::from(v.as_bytes().ct_eq(token.as_bytes())))
         .unwrap_or(false);
     if ok {
         next.run(req).await
