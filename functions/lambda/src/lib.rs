@@ -8,7 +8,6 @@ use keelson_aws::dynamo::DynamoStore;
 use keelson_aws::eventbridge::EventBridgeBus;
 use keelson_aws::names::{ENV_BUS, ENV_DLQ_URL, ENV_TABLE, ENV_TOKEN_PARAMETER};
 use keelson_aws::sqs::{Consumer, DeadLetterQueue, Failure};
-use keelson_aws::Settings;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{Clock, EventBus, Store, Subscription, SystemClock};
 use keelson_core::sequence::Config as SequenceConfig;
@@ -37,9 +36,10 @@ fn var(name: &str) -> Result<String, String> {
 }
 
 impl Env {
-    /// From `KEELSON_TABLE`, `KEELSON_BUS` and the SDK's own variables.
+    /// Inside Lambda: from `KEELSON_TABLE`, `KEELSON_BUS` and the variables
+    /// Lambda sets (region and the function's credentials).
     pub async fn from_env() -> Result<Env, String> {
-        let sdk = keelson_aws::load(&Settings::from_env()).await;
+        let sdk = keelson_aws::config::from_lambda_env()?;
         Ok(Env::new(sdk, &var(ENV_TABLE)?, &var(ENV_BUS)?))
     }
 
@@ -117,11 +117,14 @@ pub fn datastore_config_from_env() -> Result<keelson_datastore::Config, String> 
 
 /// Logs as JSON-free plain lines (CloudWatch keeps them as they are).
 pub fn init_tracing() {
+    // A level, not a filter expression: EnvFilter brings a regex engine into
+    // the bootstrap, and a function needs only a level.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_max_level(level)
         .with_ansi(false)
         .without_time()
         .try_init();
