@@ -261,7 +261,7 @@ async fn abort_then_die() -> (MemoryStore, Orch, CaptureBus) {
 
 #[tokio::test]
 async fn effects_of_a_control_request_lost_in_a_crash_are_republished_at_start() {
-    let (store, orch2, bus2) = abort_then_die().await;
+    let (_store, orch2, bus2) = abort_then_die().await;
     // A new process on the same store re-publishes the last effects it finds.
     assert!(orch2.republish_recent(60_000).await.unwrap() >= 1);
     let out = bus2.drain();
