@@ -28,41 +28,7 @@ fn endpoint() -> String {
 
 /// The three-stage shipyard of the end-to-end tests (`tests/src/lib.rs`
 /// `SHIPYARD`): 8 tasks per delivery (dev 3, hardening 3, production 2).
-pub const SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: e2e}
-spec:
-  stages:
-    - name: dev
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deployment
-              properties: {deploymentstrategy: direct}
-            - name: test
-              properties: {teststrategy: functional}
-            - name: release
-    - name: hardening
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: dev.delivery.finished}]
-          tasks:
-            - name: deployment
-            - name: test
-            - name: release
-        - name: rollback
-          triggeredOn:
-            - event: hardening.delivery.finished
-              selector: {match: {result: fail}}
-          tasks: [{name: rollback}]
-    - name: production
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: hardening.delivery.finished}]
-          tasks:
-            - name: deployment
-            - name: release
-"#;
+pub const SHIPYARD: &str = include_str!("../../events-fixtures/shipyards/three-stage.yaml");
 
 fn stack_name(prefix: &str) -> String {
     let n = std::time::SystemTime::now()

@@ -18,41 +18,7 @@ use std::time::{Duration, Instant};
 pub const TOKEN: &str = "test-token";
 
 /// A three-stage shipyard with a rollback sequence and a delayed task.
-pub const SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: e2e}
-spec:
-  stages:
-    - name: dev
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deployment
-              properties: {deploymentstrategy: direct}
-            - name: test
-              properties: {teststrategy: functional}
-            - name: release
-    - name: hardening
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: dev.delivery.finished}]
-          tasks:
-            - name: deployment
-            - name: test
-            - name: release
-        - name: rollback
-          triggeredOn:
-            - event: hardening.delivery.finished
-              selector: {match: {result: fail}}
-          tasks: [{name: rollback}]
-    - name: production
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: hardening.delivery.finished}]
-          tasks:
-            - name: deployment
-            - name: release
-"#;
+pub const SHIPYARD: &str = include_str!("../../events-fixtures/shipyards/three-stage.yaml");
 
 /// A fresh stack on the emulator (started by `localstack/start` if needed), provisioned from the template.
 pub fn aws_target() -> keelson::AwsTarget {

@@ -110,8 +110,8 @@ fn envelope(id: &str) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record() {
+/// A stack provisioned from the template on the emulator: (SDK config, endpoint, stack).
+async fn fresh_stack() -> (keelson_aws::config::SdkConfig, String, String) {
     let endpoint = emulator::test_endpoint();
     emulator::ensure(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
@@ -122,6 +122,12 @@ async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record(
     provision(&sdk, &Template::parse(TEMPLATE).unwrap(), &stack, None)
         .await
         .unwrap();
+    (sdk, endpoint, stack)
+}
+
+#[tokio::test]
+async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record() {
+    let (sdk, endpoint, stack) = fresh_stack().await;
     let names = Names::new(&stack);
     let sqs = clients::sqs(&sdk);
     let dlq = sqs
@@ -175,16 +181,7 @@ async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record(
 
 #[tokio::test]
 async fn the_shipyard_bootstrap_runs_its_sweep_on_a_scheduled_invocation() {
-    let endpoint = emulator::test_endpoint();
-    emulator::ensure(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
-        &endpoint,
-    );
-    let sdk = keelson_aws::load(&Settings::emulator(&endpoint)).await;
-    let stack = format!("rt{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    provision(&sdk, &Template::parse(TEMPLATE).unwrap(), &stack, None)
-        .await
-        .unwrap();
+    let (sdk, endpoint, stack) = fresh_stack().await;
     let dlq = clients::sqs(&sdk)
         .get_queue_url()
         .queue_name(Names::new(&stack).dlq("shipyard"))
