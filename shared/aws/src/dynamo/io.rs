@@ -4,12 +4,13 @@
 
 use super::item::{build_err, item_size, key, s, DynamoError, Item};
 use super::DynamoStore;
-use crate::error::{is_transaction_conflict, maybe_applied, store_error};
+use crate::error::{is_transaction_conflict, maybe_applied, store_error, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue, TransactWriteItem,
     WriteRequest,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use keelson_core::ports::{StoreError, StoreResult};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -266,6 +267,27 @@ pub(crate) fn names<const N: usize>(pairs: [(&str, &str); N]) -> Option<HashMap<
     )
 }
 
+/// Sends a single-item write again while it meets a transaction in progress
+/// on its item (`TransactionConflictException`), with backoff, at most
+/// `CONFLICT_ATTEMPTS` times; any other outcome is returned as it is.
+async fn retry_conflicts<T, E, F, Fut>(mut send: F) -> Result<T, SdkError<E, HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    let mut attempt = 0;
+    loop {
+        match send().await {
+            Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                attempt += 1;
+                backoff(attempt).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(25u64 << attempt.min(6))).await;
 }
@@ -355,33 +377,23 @@ impl DynamoStore {
 
     /// Writes an item unconditionally.
     pub(crate) async fn put(&self, item: Item) -> StoreResult<()> {
-        let mut attempt = 0;
-        loop {
-            let r = self
-                .client
+        retry_conflicts(|| {
+            self.client
                 .put_item()
                 .table_name(self.table.as_ref())
                 .set_item(Some(item.clone()))
                 .send()
-                .await;
-            match r {
-                Ok(_) => return Ok(()),
-                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(store_error(e)),
-            }
-        }
+        })
+        .await
+        .map(|_| ())
+        .map_err(store_error)
     }
 
     /// Writes an item if `cond` holds; false if it did not.
     /// A write that meets a transaction in progress on its item is retried.
     pub(crate) async fn put_if(&self, item: Item, cond: Cond) -> StoreResult<bool> {
-        let mut attempt = 0;
-        loop {
-            let r = self
-                .client
+        let r = retry_conflicts(|| {
+            self.client
                 .put_item()
                 .table_name(self.table.as_ref())
                 .set_item(Some(item.clone()))
@@ -389,21 +401,17 @@ impl DynamoStore {
                 .set_expression_attribute_values(cond.values.clone())
                 .set_expression_attribute_names(cond.names.clone())
                 .send()
-                .await;
-            match r {
-                Ok(_) => return Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                {
-                    return Ok(false)
-                }
-                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(store_error(e)),
+        })
+        .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
             }
+            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -415,8 +423,7 @@ impl DynamoStore {
         sk: &str,
         cond: Option<Cond>,
     ) -> StoreResult<Option<Item>> {
-        let mut attempt = 0;
-        loop {
+        let r = retry_conflicts(|| {
             let mut req = self
                 .client
                 .delete_item()
@@ -429,20 +436,18 @@ impl DynamoStore {
                     .set_expression_attribute_values(c.values.clone())
                     .set_expression_attribute_names(c.names.clone());
             }
-            match req.send().await {
-                Ok(out) => return Ok(out.attributes.filter(|a| !a.is_empty())),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) if is_transaction_conflict(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(store_error(e)),
+            req.send()
+        })
+        .await;
+        match r {
+            Ok(out) => Ok(out.attributes.filter(|a| !a.is_empty())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
             }
+            Err(e) => Err(store_error(e)),
         }
     }
 
