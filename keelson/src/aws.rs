@@ -10,7 +10,9 @@ use keelson_aws::names::Names;
 use keelson_aws::provision::{provision, Template, TEMPLATE};
 use keelson_aws::sqs::{Consumer, DeadLetterQueue, Poller, PollerConfig, SqsClient};
 use keelson_aws::{clients, Settings};
-use keelson_lambda::{DatastoreConsumer, Env, ShipyardConsumer};
+use keelson_lambda::{
+    DatastoreConsumer, Env, LighthouseConsumer, PrometheusConsumer, ShipyardConsumer,
+};
 use keelson_shipyard::Orchestrator;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,44 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
                 &q,
                 &dlq,
                 DatastoreConsumer(env.store.clone()),
+                config.clone(),
+            ));
+        }
+    }
+    if opts.functions.lighthouse {
+        let q = queue_url(names.queue(keelson_lighthouse::CONSUMER)).await?;
+        let dlq = queue_url(names.dlq(keelson_lighthouse::CONSUMER)).await?;
+        let lh = Arc::new(keelson_lighthouse::Lighthouse::new(
+            env.store.clone(),
+            crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone()),
+            opts.clock.clone(),
+            opts.lighthouse.clone(),
+        ));
+        for _ in 0..POLLERS {
+            tasks.push(spawn_poller(
+                &sqs,
+                &q,
+                &dlq,
+                LighthouseConsumer(lh.clone()),
+                config.clone(),
+            ));
+        }
+    }
+    if opts.functions.prometheus {
+        let q = queue_url(names.queue(keelson_prometheus::CONSUMER)).await?;
+        let dlq = queue_url(names.dlq(keelson_prometheus::CONSUMER)).await?;
+        let provider = Arc::new(keelson_prometheus::Provider::new(
+            env.store.clone(),
+            crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone()),
+            opts.clock.clone(),
+            opts.prometheus.clone(),
+        ));
+        for _ in 0..POLLERS {
+            tasks.push(spawn_poller(
+                &sqs,
+                &q,
+                &dlq,
+                PrometheusConsumer(provider.clone()),
                 config.clone(),
             ));
         }

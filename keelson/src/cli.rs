@@ -62,6 +62,45 @@ enum Cmd {
     /// AWS mode: create a stack's resources on an emulator.
     #[command(subcommand)]
     Aws(AwsCmd),
+    /// Evaluate an SLO offline (no server), exactly as the lighthouse scores it.
+    /// Exit code 0 = pass (or warning), 1 = fail, 2 = unusable input.
+    Evaluate(EvaluateArgs),
+    /// Configure a project's SLI provider (sends monitoring.configure).
+    #[command(subcommand)]
+    Configure(ConfigureCmd),
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// slo.yaml (YAML or JSON).
+    #[arg(long)]
+    slo: PathBuf,
+    /// JSON: a get-sli.finished CloudEvent, its data object, or a list of {metric, value, success, message}.
+    #[arg(long)]
+    sli: PathBuf,
+    /// JSON list of earlier evaluation.finished events (or their data), newest first.
+    #[arg(long)]
+    previous: Option<PathBuf>,
+    /// `json` (the evaluation.finished data) or `table`.
+    #[arg(long, default_value = "json", value_parser = ["json", "table"])]
+    format: String,
+    /// Exit 1 on a warning too.
+    #[arg(long = "fail-on-warning")]
+    fail_on_warning: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigureCmd {
+    /// Set the SLI provider the lighthouse asks for a project's SLIs (e.g. prometheus).
+    Monitoring {
+        /// Provider name, the `sliProvider` of get-sli.triggered.
+        provider: String,
+        #[arg(long)]
+        project: String,
+        /// Service (passed on to providers that set up monitoring per service).
+        #[arg(long)]
+        service: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,13 +148,20 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "KEELSON_HOST")]
     host: IpAddr,
-    /// Functions to run in this process, e.g. api,shipyard,datastore.
+    /// Functions to run in this process: api, shipyard, datastore, lighthouse, prometheus.
     #[arg(
         long,
         env = "KEELSON_FUNCTIONS",
-        default_value = "api,shipyard,datastore"
+        default_value = "api,shipyard,datastore,lighthouse"
     )]
     functions: String,
+    /// SLI provider of projects that configure none (`keelson configure monitoring`).
+    #[arg(long = "sli-provider", env = "KEELSON_SLI_PROVIDER")]
+    sli_provider: Option<String>,
+    /// Prometheus server of the built-in Prometheus SLI provider; runs the
+    /// `prometheus` function (projects whose provider is `prometheus` use it).
+    #[arg(long = "prometheus-url", env = "KEELSON_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// Also run built-in echo executors for deployment, test and release.
     #[arg(long)]
     demo: bool,
@@ -215,6 +261,27 @@ enum TriggerCmd {
         /// Extra configurationChange values, key=value (dots nest).
         #[arg(long = "values", value_delimiter = ',')]
         values: Vec<String>,
+        /// Labels, key=value.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    /// Trigger a quality-gate evaluation of a service in a stage.
+    Evaluation {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        service: String,
+        /// Window length ending now, or after --start (Go duration, default 5m).
+        #[arg(long)]
+        timeframe: Option<String>,
+        /// Window start (RFC 3339 or 2006-01-02T15:04:05, UTC).
+        #[arg(long)]
+        start: Option<String>,
+        /// Window end (needs --start; excludes --timeframe).
+        #[arg(long)]
+        end: Option<String>,
         /// Labels, key=value.
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
@@ -497,6 +564,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ID of Keptn context: {ctx}");
             Ok(())
         }
+        Cmd::Trigger(TriggerCmd::Evaluation {
+            project,
+            stage,
+            service,
+            timeframe,
+            start,
+            end,
+            labels,
+        }) => {
+            let mut body = json!({});
+            for (k, v) in [("timeframe", timeframe), ("start", start), ("end", end)] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if !labels.is_empty() {
+                body["labels"] = nested_values(labels)?;
+            }
+            let v = client(&cli)?
+                .post(
+                    &format!("/controlPlane/v1/project/{project}/stage/{stage}/service/{service}/evaluation"),
+                    &body,
+                )
+                .await?;
+            println!(
+                "ID of Keptn context: {}",
+                v["keptnContext"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Cmd::Evaluate(a) => {
+            use keelson::evaluate;
+            let code = match evaluate::evaluate_files(&a.slo, &a.sli, a.previous.as_deref()) {
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    evaluate::EXIT_UNUSABLE
+                }
+                Ok(data) => {
+                    if a.format == "table" {
+                        print!("{}", evaluate::table(&data));
+                    } else {
+                        print(&data);
+                    }
+                    evaluate::exit_code(&data, a.fail_on_warning)
+                }
+            };
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Cmd::Configure(ConfigureCmd::Monitoring {
+            provider,
+            project,
+            service,
+        }) => {
+            let mut data = json!({"project": project, "type": provider});
+            if let Some(s) = service {
+                data["service"] = json!(s);
+            }
+            client(&cli)?
+                .send_event(&json!({"type": "sh.keptn.event.monitoring.configure", "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": data}))
+                .await?;
+            println!("SLI provider of project {project} set to {provider}");
+            Ok(())
+        }
         Cmd::Send(SendCmd::Event { file }) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("--file: cannot read {}", file.display()))?;
@@ -634,6 +767,14 @@ fn node_options(
         .transpose()?;
     opts.dedupe_window =
         Duration::from_millis(duration_ms("dedupe-window", &a.dedupe_window)? as u64);
+    opts.lighthouse.default_sli_provider = a.sli_provider.clone().filter(|p| !p.trim().is_empty());
+    if let Some(url) = a.prometheus_url.clone().filter(|u| !u.trim().is_empty()) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--prometheus-url: {url:?} must start with http:// or https://");
+        }
+        opts.prometheus.default_url = Some(url);
+        opts.functions.prometheus = true;
+    }
     Ok(opts)
 }
 

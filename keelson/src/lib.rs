@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod client;
+pub mod evaluate;
 pub mod executors;
 pub mod node;
 pub mod token;

@@ -26,39 +26,49 @@ pub struct FunctionSet {
     pub shipyard: bool,
     /// Event storage.
     pub datastore: bool,
+    /// SLO quality gates.
+    pub lighthouse: bool,
+    /// The Prometheus SLI provider (off unless asked for: a project may use an
+    /// external provider that answers the same events).
+    pub prometheus: bool,
 }
 
+/// Names `--functions` accepts.
+const KNOWN: &str = "api, shipyard, datastore, lighthouse, prometheus";
+
 impl FunctionSet {
-    /// Everything.
+    /// The control plane: api, shipyard, datastore and lighthouse.
     pub fn all() -> Self {
         FunctionSet {
             api: true,
             shipyard: true,
             datastore: true,
+            lighthouse: true,
+            prometheus: false,
         }
     }
 
-    /// Parses `api,shipyard,datastore`.
+    /// Parses `api,shipyard,datastore,lighthouse,prometheus`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut f = FunctionSet {
             api: false,
             shipyard: false,
             datastore: false,
+            lighthouse: false,
+            prometheus: false,
         };
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "api" => f.api = true,
                 "shipyard" => f.shipyard = true,
                 "datastore" => f.datastore = true,
-                o => {
-                    return Err(format!(
-                        "unknown function {o:?} (known: api, shipyard, datastore)"
-                    ))
-                }
+                "lighthouse" => f.lighthouse = true,
+                "prometheus" => f.prometheus = true,
+                o => return Err(format!("unknown function {o:?} (known: {KNOWN})")),
             }
         }
-        if !(f.api || f.shipyard || f.datastore) {
-            return Err("no function selected (known: api, shipyard, datastore)".into());
+        if !(f.api || f.shipyard || f.datastore || f.lighthouse || f.prometheus) {
+            return Err(format!("no function selected (known: {KNOWN})"));
         }
         Ok(f)
     }
@@ -104,6 +114,10 @@ pub struct NodeOptions {
     pub clock: Arc<dyn Clock>,
     /// Called with every event published on the bus (benchmarks, watchers).
     pub observer: Option<Observer>,
+    /// Lighthouse settings (the default SLI provider).
+    pub lighthouse: keelson_lighthouse::Config,
+    /// Prometheus SLI provider settings.
+    pub prometheus: keelson_prometheus::Config,
 }
 
 /// A callback that sees every published event.
@@ -125,6 +139,8 @@ impl NodeOptions {
             tick_interval: Duration::from_millis(200),
             clock: Arc::new(keelson_core::ports::SystemClock),
             observer: None,
+            lighthouse: keelson_lighthouse::Config::default(),
+            prometheus: keelson_prometheus::Config::default(),
         }
     }
 }
@@ -161,6 +177,12 @@ impl Node {
         }
         if opts.functions.datastore || shared {
             subs.push(keelson_datastore::subscription());
+        }
+        if opts.functions.lighthouse || shared {
+            subs.push(keelson_lighthouse::subscription());
+        }
+        if opts.functions.prometheus {
+            subs.push(keelson_prometheus::subscription());
         }
         for t in &opts.echo_tasks {
             subs.push(executors::subscription(t));
@@ -432,6 +454,50 @@ where
             ));
         }
     }
+    if opts.functions.lighthouse {
+        let lh = Arc::new(keelson_lighthouse::Lighthouse::new(
+            store.clone(),
+            bus.clone(),
+            opts.clock.clone(),
+            opts.lighthouse.clone(),
+        ));
+        tasks.push(spawn_one_by_one(
+            queue.clone(),
+            keelson_lighthouse::CONSUMER,
+            wake[keelson_lighthouse::CONSUMER].clone(),
+            move |ev: KeptnEvent| {
+                let lh = lh.clone();
+                async move {
+                    lh.process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (e.kind(), e.to_string()))
+                }
+            },
+        ));
+    }
+    if opts.functions.prometheus {
+        let provider = Arc::new(keelson_prometheus::Provider::new(
+            store.clone(),
+            bus.clone(),
+            opts.clock.clone(),
+            opts.prometheus.clone(),
+        ));
+        tasks.push(spawn_one_by_one(
+            queue.clone(),
+            keelson_prometheus::CONSUMER,
+            wake[keelson_prometheus::CONSUMER].clone(),
+            move |ev: KeptnEvent| {
+                let p = provider.clone();
+                async move {
+                    p.process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (e.kind(), e.to_string()))
+                }
+            },
+        ));
+    }
     for task in &opts.echo_tasks {
         let consumer = executors::consumer(task);
         let q = queue.clone();
@@ -483,6 +549,37 @@ where
         token: opts.token,
         tasks,
         shutdown,
+    })
+}
+
+/// A consumer that handles its events one at a time, in order.
+fn spawn_one_by_one<Q, F, Fut>(
+    queue: Q,
+    consumer: &'static str,
+    wake: Arc<Notify>,
+    handle: F,
+) -> JoinHandle<()>
+where
+    Q: Queue,
+    F: Fn(KeptnEvent) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), (ErrorKind, String)>> + Send,
+{
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        consume(queue, consumer, wake, Duration::ZERO, move |batch: Vec<KeptnEvent>| {
+            let handle = handle.clone();
+            async move {
+                for (done, ev) in batch.into_iter().enumerate() {
+                    let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
+                    if let Err((kind, msg)) = tracing::Instrument::instrument(handle(ev), span).await {
+                        tracing::warn!(consumer, error = %msg, "event failed");
+                        return Err((done, Failure::of(kind, msg)));
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await
     })
 }
 

@@ -3,6 +3,9 @@
 //! integration does — by polling `/controlPlane/v1/event/triggered/{type}` and
 //! answering through `POST /v1/event`. Waiting is by polling with a deadline.
 
+/// A real Prometheus on loopback, loaded with known data.
+pub mod prometheus;
+
 use anyhow::{anyhow, bail};
 use keelson::client::Client;
 use keelson::{Node, NodeOptions, StoreChoice};
@@ -71,6 +74,10 @@ pub struct Setup {
     pub aws: bool,
     /// Functions to run (default: all).
     pub functions: Option<keelson::FunctionSet>,
+    /// SLI provider of projects that configure none.
+    pub sli_provider: Option<String>,
+    /// Run the Prometheus SLI provider against this server.
+    pub prometheus_url: Option<String>,
 }
 
 impl TestNode {
@@ -110,6 +117,11 @@ impl TestNode {
         }
         if let Some(f) = s.functions {
             opts.functions = f;
+        }
+        opts.lighthouse.default_sli_provider = s.sli_provider;
+        if let Some(url) = s.prometheus_url {
+            opts.prometheus.default_url = Some(url);
+            opts.functions.prometheus = true;
         }
         let node = Node::start(opts).await?;
         let client = Client::new(&node.api_url(), TOKEN);

@@ -4,6 +4,7 @@
 
 mod datastore;
 mod error;
+mod evaluation;
 mod events;
 mod params;
 mod projects;
@@ -127,6 +128,10 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
         .route(
             &format!("{cp}/project/{{project}}/stage/{{stage}}/service/{{service}}"),
             get(projects::service::<S, B, C>),
+        )
+        .route(
+            &format!("{cp}/project/{{project}}/stage/{{stage}}/service/{{service}}/evaluation"),
+            post(evaluation::trigger::<S, B, C>),
         )
         .route(
             &format!("{cp}/project/{{project}}/service"),

@@ -325,7 +325,7 @@ pub async fn get_one<S: Store, B: EventBus, C: Clock>(
     Ok(Json(expanded_project(&p, &act)))
 }
 
-fn check_stage(p: &Project, stage: &str) -> Result<(), ApiError> {
+pub(crate) fn check_stage(p: &Project, stage: &str) -> Result<(), ApiError> {
     if p.stages.iter().any(|s| s == stage) {
         Ok(())
     } else {

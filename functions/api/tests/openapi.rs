@@ -25,6 +25,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/controlPlane/v1/project/{project}/stage/{stage}"),
     ("get", "/api/controlPlane/v1/project/{project}/stage/{stage}/service"),
     ("get", "/api/controlPlane/v1/project/{project}/stage/{stage}/service/{service}"),
+    (
+        "post",
+        "/api/controlPlane/v1/project/{project}/stage/{stage}/service/{service}/evaluation",
+    ),
     ("post", "/api/controlPlane/v1/project/{project}/service"),
     ("delete", "/api/controlPlane/v1/project/{project}/service/{service}"),
     ("get", "/api/controlPlane/v1/sequence/{project}"),

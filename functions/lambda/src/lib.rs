@@ -64,6 +64,32 @@ impl Env {
         ))
     }
 
+    /// The lighthouse.
+    pub fn lighthouse(
+        &self,
+        cfg: keelson_lighthouse::Config,
+    ) -> Arc<keelson_lighthouse::Lighthouse<DynamoStore, EventBridgeBus, SystemClock>> {
+        Arc::new(keelson_lighthouse::Lighthouse::new(
+            self.store.clone(),
+            self.bus.clone(),
+            SystemClock,
+            cfg,
+        ))
+    }
+
+    /// The Prometheus SLI provider.
+    pub fn prometheus(
+        &self,
+        cfg: keelson_prometheus::Config,
+    ) -> Arc<keelson_prometheus::Provider<DynamoStore, EventBridgeBus, SystemClock>> {
+        Arc::new(keelson_prometheus::Provider::new(
+            self.store.clone(),
+            self.bus.clone(),
+            SystemClock,
+            cfg,
+        ))
+    }
+
     /// The dead-letter queue named by `KEELSON_DLQ_URL`.
     pub fn dead_letters_from_env(&self) -> Result<DeadLetterQueue, String> {
         Ok(DeadLetterQueue::new(
@@ -181,6 +207,76 @@ impl<S: Store> Consumer for DatastoreConsumer<S> {
             }
             Err(e) => vec![Err(Failure::new(e.kind(), e.to_string())); n],
         }
+    }
+}
+
+/// Events one at a time, in order, each reported on its own.
+async fn one_by_one<F, Fut, E>(events: Vec<KeptnEvent>, f: F) -> Vec<Result<(), Failure>>
+where
+    F: Fn(KeptnEvent) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: HasKind,
+{
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        out.push(
+            f(ev)
+                .await
+                .map_err(|e| Failure::new(e.kind(), e.to_string())),
+        );
+    }
+    out
+}
+
+/// Errors the consumers classify.
+pub trait HasKind: std::fmt::Display {
+    /// The kind.
+    fn kind(&self) -> keelson_core::ErrorKind;
+}
+
+impl HasKind for keelson_lighthouse::Error {
+    fn kind(&self) -> keelson_core::ErrorKind {
+        keelson_lighthouse::Error::kind(self)
+    }
+}
+
+impl HasKind for keelson_prometheus::Error {
+    fn kind(&self) -> keelson_core::ErrorKind {
+        keelson_prometheus::Error::kind(self)
+    }
+}
+
+/// The lighthouse function as a queue consumer.
+pub struct LighthouseConsumer<S, B, C>(pub Arc<keelson_lighthouse::Lighthouse<S, B, C>>);
+
+impl<S: Store, B: EventBus, C: Clock> Consumer for LighthouseConsumer<S, B, C> {
+    fn subscription(&self) -> Subscription {
+        keelson_lighthouse::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        one_by_one(
+            events,
+            |ev| async move { self.0.process(&ev).await.map(|_| ()) },
+        )
+        .await
+    }
+}
+
+/// The Prometheus SLI provider as a queue consumer.
+pub struct PrometheusConsumer<S, B, C>(pub Arc<keelson_prometheus::Provider<S, B, C>>);
+
+impl<S: Store, B: EventBus, C: Clock> Consumer for PrometheusConsumer<S, B, C> {
+    fn subscription(&self) -> Subscription {
+        keelson_prometheus::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        one_by_one(
+            events,
+            |ev| async move { self.0.process(&ev).await.map(|_| ()) },
+        )
+        .await
     }
 }
 

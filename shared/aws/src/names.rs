@@ -2,7 +2,7 @@
 //! `!Sub "${AWS::StackName}-…"`), the provisioning and the functions' settings.
 
 /// The functions fed from a queue, in the template's order.
-pub const QUEUE_FUNCTIONS: &[&str] = &["shipyard", "datastore"];
+pub const QUEUE_FUNCTIONS: &[&str] = &["shipyard", "datastore", "lighthouse", "prometheus"];
 
 /// Environment variable: the DynamoDB table.
 pub const ENV_TABLE: &str = "KEELSON_TABLE";

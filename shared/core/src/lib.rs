@@ -9,6 +9,7 @@
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod lighthouse;
 pub mod merge;
 pub mod ports;
 pub mod project;
@@ -16,6 +17,7 @@ pub mod query;
 pub mod resource;
 pub mod sequence;
 pub mod shipyard;
+pub mod slo;
 pub mod timestamp;
 pub mod view;
 

@@ -1,0 +1,19 @@
+//! The `lighthouse` Lambda: SLO quality gates, fed from its SQS queue
+//! (`evaluation.triggered`, `get-sli.finished`, `monitoring.configure`).
+
+use keelson_aws::sqs::{handle_batch, SqsEvent};
+use keelson_lambda::{init_tracing, Env, LighthouseConsumer};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let env = Env::from_env().await?;
+    let dead = env.dead_letters_from_env()?;
+    let consumer = LighthouseConsumer(env.lighthouse(keelson_lighthouse::Config::from_env()));
+    let (consumer, dead) = (&consumer, &dead);
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(handle_batch(consumer, dead, ev.payload).await)
+    }))
+    .await
+}
