@@ -204,3 +204,76 @@ async fn the_shipyard_bootstrap_runs_its_sweep_on_a_scheduled_invocation() {
     assert_eq!(path, "req-1/response");
     assert_eq!(answer, json!({"emitted": 0}));
 }
+
+#[tokio::test]
+async fn the_lighthouse_bootstrap_answers_an_evaluation_trigger_on_the_bus() {
+    let (sdk, endpoint, stack) = fresh_stack().await;
+    let names = Names::new(&stack);
+    let sqs = clients::sqs(&sdk);
+    let url = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.get_queue_url()
+                .queue_name(name)
+                .send()
+                .await
+                .unwrap()
+                .queue_url()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let dlq = url(names.dlq("lighthouse")).await;
+    let trigger = json!({"version": "0", "id": "x", "detail-type": "sh.keptn.event.evaluation.triggered", "source": "keelson",
+        "detail": {"specversion": "1.0", "id": "eval-1", "source": "shipyard-controller", "type": "sh.keptn.event.evaluation.triggered",
+            "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
+            "data": {"project": "nowhere", "stage": "dev", "service": "s",
+                     "evaluation": {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:05:00Z"}}}});
+    let batch = json!({"Records": [{"messageId": "m1", "receiptHandle": "r1", "body": trigger.to_string(), "attributes": {}}]});
+    let (path, answer) = invoke(
+        env!("CARGO_BIN_EXE_lighthouse"),
+        &stack,
+        &endpoint,
+        &[("KEELSON_DLQ_URL", dlq)],
+        batch,
+    )
+    .await;
+    assert_eq!(path, "req-1/response");
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    // Its answers went to the bus: the datastore's rule delivers them to its queue.
+    let queue = url(names.queue("datastore")).await;
+    let mut seen: Vec<(String, Value)> = vec![];
+    for _ in 0..10 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            seen.push((
+                v["detail-type"].as_str().unwrap().to_string(),
+                v["detail"]["data"].clone(),
+            ));
+        }
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        vec![
+            "sh.keptn.event.evaluation.finished",
+            "sh.keptn.event.evaluation.started"
+        ]
+    );
+    assert_eq!(seen[0].1["status"], "errored");
+    assert_eq!(
+        seen[0].1["message"],
+        "error retrieving SLO file: project nowhere not found"
+    );
+}

@@ -15,7 +15,9 @@ pub use error::Error;
 
 use keelson_core::event::{task_type, KeptnEvent};
 use keelson_core::lighthouse::{self as decide, SloAtTrigger};
-use keelson_core::ports::{Clock, EventBus, EventStore, ResourceStore, StoreError, Subscription};
+use keelson_core::ports::{
+    Clock, EventBus, EventStore, ProjectStore, ResourceStore, StoreError, Subscription,
+};
 use keelson_core::query::{EventQuery, FilterTerm, TypeQuery, MAX_PAGE_SIZE};
 use keelson_core::resource::{Change, Scope};
 use keelson_core::slo::{self, SloInput};
@@ -89,7 +91,7 @@ pub struct Lighthouse<S, B, C> {
     cfg: Config,
 }
 
-impl<S: EventStore + ResourceStore, B: EventBus, C: Clock> Lighthouse<S, B, C> {
+impl<S: EventStore + ProjectStore + ResourceStore, B: EventBus, C: Clock> Lighthouse<S, B, C> {
     /// Builds it.
     pub fn new(store: S, bus: B, clock: C, cfg: Config) -> Self {
         Lighthouse {
@@ -141,6 +143,16 @@ impl<S: EventStore + ResourceStore, B: EventBus, C: Clock> Lighthouse<S, B, C> {
         else {
             return Ok(Err("the event names no project, stage and service".into()));
         };
+        // Keptn names what is missing: project, stage or service.
+        let Some(p) = self.store.get_project(project).await?.map(|v| v.value) else {
+            return Ok(Err(format!("project {project} not found")));
+        };
+        if !p.stages.iter().any(|s| s == stage) {
+            return Ok(Err(format!("stage {stage} not found")));
+        }
+        if p.service(service).is_none() {
+            return Ok(Err(format!("service {service} not found")));
+        }
         let scope = Scope {
             stage: Some(stage.into()),
             service: Some(service.into()),
@@ -271,12 +283,14 @@ impl<S: EventStore + ResourceStore, B: EventBus, C: Clock> Lighthouse<S, B, C> {
                 limit: (c.limit() + 1).clamp(1, MAX_PAGE_SIZE),
             })
             .await?;
-        let values: Vec<Value> = events
+        let values = events
             .into_iter()
             .filter(|e| e.id != own)
-            .map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))
+            .map(|e| serde_json::to_value(&e).unwrap_or(Value::Null));
+        // One unreadable stored event must not drop every comparison: skip it (as Keptn did).
+        let previous = values
+            .filter_map(|v| slo::PreviousEvaluation::from_value(&v).ok())
             .collect();
-        let previous = slo::previous_from_values(&values).unwrap_or_default();
         Ok(slo::select_previous(c, previous))
     }
 
