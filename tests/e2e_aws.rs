@@ -16,6 +16,13 @@ async fn start(s: Setup) -> TestNode {
 
 include!("scenarios/delivery.rs");
 
+mod quality_gate {
+    //! The quality-gate scenarios, with the lighthouse and the Prometheus
+    //! provider fed from their queues.
+    use super::start;
+    include!("scenarios/quality_gate.rs");
+}
+
 mod at_least_once {
     //! What SQS and EventBridge may do — deliver twice, out of order, to two
     //! consumers at once, to a handler that dies half-way — against the real

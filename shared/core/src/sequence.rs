@@ -118,7 +118,8 @@ pub struct EventRef {
 pub struct EvaluationRef {
     /// pass / warning / fail.
     pub result: String,
-    /// Score.
+    /// Score (written as Go writes a float64: `50`, not `50.0`).
+    #[serde(serialize_with = "crate::slo::serialize_f64")]
     pub score: f64,
 }
 

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 pub use criteria::{Criterion, Operator};
 pub use finished::evaluation_finished_data;
 pub use go_float::go_float;
+pub(crate) use go_json::serialize_f64;
 pub use parse::parse;
 pub use previous::{previous_from_values, select_previous};
 pub use score::evaluate;
