@@ -3,6 +3,8 @@
 //!
 //! ```sh
 //! cargo run --release -p keelson-bench -- [latency|ingest|query|all]
+//! cargo run --release -p keelson-bench -- evaluate [--samples 300]
+//! cargo run --release -p keelson-bench -- gates [--evaluations N] [--concurrency 64] [--services 64] [--warm 4]
 //! cargo run --release -p keelson-bench -- latency --backend aws [--transitions N]
 //! cargo run --release -p keelson-bench -- lambda-init --runs 30 target/lambda/api/bootstrap …
 //! cargo run --release -p keelson-bench -- aws-requests [--deliveries 20] [--idle-secs 30] [--poll-wait 10]
@@ -12,6 +14,7 @@
 //! Figures go to stdout as Markdown table rows for BENCHMARKS.md.
 
 mod aws;
+mod gates;
 mod proxy;
 
 use anyhow::{bail, Context};
@@ -358,6 +361,19 @@ async fn main() -> anyhow::Result<()> {
         return aws::latency(
             flag_num(&args, "--transitions", if quick { 100 } else { 500 })?,
             poll_wait,
+        )
+        .await;
+    }
+    if what == "evaluate" {
+        return gates::evaluate_bench(flag_num(&args, "--samples", 300)?);
+    }
+    if what == "gates" {
+        let concurrency = flag_num(&args, "--concurrency", 64)?;
+        return gates::gates(
+            flag_num(&args, "--evaluations", if quick { 2_000 } else { 20_000 })?,
+            concurrency,
+            flag_num(&args, "--services", concurrency)?,
+            flag_num(&args, "--warm", 4)?,
         )
         .await;
     }

@@ -17,7 +17,6 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct EvaluationBody {
     #[serde(default)]
     start: Option<String>,
