@@ -89,18 +89,17 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
     let mut tasks = Vec::new();
     // Lambda runs several pollers per queue; two keep a slow batch from holding up the next.
     const POLLERS: usize = 2;
+    let queues = |function: &'static str| {
+        let (q, dlq) = (names.queue(function), names.dlq(function));
+        let queue_url = &queue_url;
+        async move { anyhow::Ok((queue_url(q).await?, queue_url(dlq).await?)) }
+    };
     if opts.functions.shipyard {
-        let q = queue_url(names.queue(keelson_shipyard::CONSUMER)).await?;
-        let dlq = queue_url(names.dlq(keelson_shipyard::CONSUMER)).await?;
-        for _ in 0..POLLERS {
-            tasks.push(spawn_poller(
-                &sqs,
-                &q,
-                &dlq,
-                ShipyardConsumer(orch.clone()),
-                config.clone(),
-            ));
-        }
+        let (q, dlq) = queues(keelson_shipyard::CONSUMER).await?;
+        let o = orch.clone();
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            ShipyardConsumer(o.clone())
+        }));
         let o = orch.clone();
         let every = opts.tick_interval;
         let window = opts.dedupe_window.as_millis() as i64;
@@ -114,55 +113,35 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         }));
     }
     if opts.functions.datastore {
-        let q = queue_url(names.queue(keelson_datastore::CONSUMER)).await?;
-        let dlq = queue_url(names.dlq(keelson_datastore::CONSUMER)).await?;
-        for _ in 0..POLLERS {
-            tasks.push(spawn_poller(
-                &sqs,
-                &q,
-                &dlq,
-                DatastoreConsumer(env.store.clone()),
-                config.clone(),
-            ));
-        }
+        let (q, dlq) = queues(keelson_datastore::CONSUMER).await?;
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            DatastoreConsumer(env.store.clone())
+        }));
     }
+    let observed = || crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone());
     if opts.functions.lighthouse {
-        let q = queue_url(names.queue(keelson_lighthouse::CONSUMER)).await?;
-        let dlq = queue_url(names.dlq(keelson_lighthouse::CONSUMER)).await?;
+        let (q, dlq) = queues(keelson_lighthouse::CONSUMER).await?;
         let lh = Arc::new(keelson_lighthouse::Lighthouse::new(
             env.store.clone(),
-            crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone()),
+            observed(),
             opts.clock.clone(),
             opts.lighthouse.clone(),
         ));
-        for _ in 0..POLLERS {
-            tasks.push(spawn_poller(
-                &sqs,
-                &q,
-                &dlq,
-                LighthouseConsumer(lh.clone()),
-                config.clone(),
-            ));
-        }
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            LighthouseConsumer(lh.clone())
+        }));
     }
     if opts.functions.prometheus {
-        let q = queue_url(names.queue(keelson_prometheus::CONSUMER)).await?;
-        let dlq = queue_url(names.dlq(keelson_prometheus::CONSUMER)).await?;
+        let (q, dlq) = queues(keelson_prometheus::CONSUMER).await?;
         let provider = Arc::new(keelson_prometheus::Provider::new(
             env.store.clone(),
-            crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone()),
+            observed(),
             opts.clock.clone(),
             opts.prometheus.clone(),
         ));
-        for _ in 0..POLLERS {
-            tasks.push(spawn_poller(
-                &sqs,
-                &q,
-                &dlq,
-                PrometheusConsumer(provider.clone()),
-                config.clone(),
-            ));
-        }
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            PrometheusConsumer(provider.clone())
+        }));
     }
     if let (true, Some(ret)) = (opts.functions.datastore, opts.retention) {
         tasks.push(spawn_retention(
@@ -184,6 +163,20 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         tasks.push(task);
     }
     Ok(Node::from_parts(addr, opts.token, tasks, shutdown))
+}
+
+/// `n` pollers of one queue, each with its own consumer.
+fn spawn_pollers<C: Consumer + 'static>(
+    sqs: &SqsClient,
+    queue: &str,
+    dlq: &str,
+    config: &PollerConfig,
+    n: usize,
+    consumer: impl Fn() -> C,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| spawn_poller(sqs, queue, dlq, consumer(), config.clone()))
+        .collect()
 }
 
 fn spawn_poller<C: Consumer + 'static>(
