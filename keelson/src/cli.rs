@@ -400,8 +400,26 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(&endpoint, &token))
 }
 
+/// `println!` that survives a closed stdout (see [`write_out`]).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        write_out(&format!("{}\n", format_args!($($t)*)))
+    };
+}
+
 fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    write_out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    ));
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error
+/// (`println!` would panic on the broken pipe).
+fn write_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 /// Runs a parsed command line.
@@ -426,21 +444,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let generated = token.is_none();
             let tok = token.clone().unwrap_or_else(token::generate);
             let p = provision_stack(&settings, stack, &tok).await?;
-            println!("Provisioned stack {stack} on {aws_endpoint}:");
+            outln!("Provisioned stack {stack} on {aws_endpoint}:");
             for (id, name) in p.tables.iter().chain(&p.buses) {
-                println!("  {id:<26} {name}");
+                outln!("  {id:<26} {name}");
             }
             for (id, url) in &p.queues {
-                println!("  {id:<26} {url}");
+                outln!("  {id:<26} {url}");
             }
             for (id, (name, targets)) in &p.rules {
-                println!("  {id:<26} {name} -> {}", targets.join(", "));
+                outln!("  {id:<26} {name} -> {}", targets.join(", "));
             }
             let param = keelson_aws::names::Names::new(stack).token_parameter();
             if generated {
-                println!("  API token (SSM {param}): {tok}");
+                outln!("  API token (SSM {param}): {tok}");
             } else {
-                println!("  API token stored in SSM {param}");
+                outln!("  API token stored in SSM {param}");
             }
             Ok(())
         }
@@ -463,19 +481,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &p,
                 &json!({"endpoint": endpoint, "token": token}).to_string(),
             )?;
-            println!("Successfully authenticated against {endpoint}");
+            outln!("Successfully authenticated against {endpoint}");
             Ok(())
         }
         Cmd::Create(CreateCmd::Project { name, shipyard }) => {
             let text = std::fs::read_to_string(shipyard)
                 .with_context(|| format!("--shipyard: cannot read {}", shipyard.display()))?;
             client(&cli)?.create_project(name, &text).await?;
-            println!("Project {name} created");
+            outln!("Project {name} created");
             Ok(())
         }
         Cmd::Create(CreateCmd::Service { name, project }) => {
             client(&cli)?.create_service(project, name).await?;
-            println!("Service {name} created in project {project}");
+            outln!("Service {name} created in project {project}");
             Ok(())
         }
         Cmd::AddResource(a) => {
@@ -509,7 +527,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         &content,
                     )
                     .await?;
-                println!(
+                outln!(
                     "Resource {uri} added{} (version {commit})",
                     s.map(|s| format!(" to stage {s}")).unwrap_or_default()
                 );
@@ -542,7 +560,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ctx = c
                 .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{sequence}.triggered"), "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": data}))
                 .await?;
-            println!("ID of Keptn context: {ctx}");
+            outln!("ID of Keptn context: {ctx}");
             Ok(())
         }
         Cmd::Trigger(TriggerCmd::Sequence {
@@ -561,7 +579,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ctx = client(&cli)?
                 .send_event(&json!({"type": format!("sh.keptn.event.{stage}.{name}.triggered"), "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": d}))
                 .await?;
-            println!("ID of Keptn context: {ctx}");
+            outln!("ID of Keptn context: {ctx}");
             Ok(())
         }
         Cmd::Trigger(TriggerCmd::Evaluation {
@@ -588,7 +606,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     &body,
                 )
                 .await?;
-            println!(
+            outln!(
                 "ID of Keptn context: {}",
                 v["keptnContext"].as_str().unwrap_or_default()
             );
@@ -603,11 +621,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(data) => {
                     if a.format == "table" {
-                        print!("{}", evaluate::table(&data));
+                        write_out(&evaluate::table(&data));
                     } else {
                         print(&data);
                     }
-                    evaluate::exit_code(&data, a.fail_on_warning)
+                    let code = evaluate::exit_code(&data, a.fail_on_warning);
+                    if code == evaluate::EXIT_UNUSABLE {
+                        eprintln!(
+                            "Error: the evaluation of --slo {} with --sli {} errored: {}",
+                            a.slo.display(),
+                            a.sli.display(),
+                            data["message"].as_str().unwrap_or_default()
+                        );
+                    }
+                    code
                 }
             };
             if code != 0 {
@@ -627,7 +654,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             client(&cli)?
                 .send_event(&json!({"type": "sh.keptn.event.monitoring.configure", "source": "https://github.com/keelson/cli", "specversion": "1.0", "data": data}))
                 .await?;
-            println!("SLI provider of project {project} set to {provider}");
+            outln!("SLI provider of project {project} set to {provider}");
             Ok(())
         }
         Cmd::Send(SendCmd::Event { file }) => {
@@ -636,7 +663,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow!("--file: {} is not JSON: {e}", file.display()))?;
             let ctx = client(&cli)?.send_event(&v).await?;
-            println!("ID of Keptn context: {ctx}");
+            outln!("ID of Keptn context: {ctx}");
             Ok(())
         }
         Cmd::Get(GetCmd::Event {
@@ -692,9 +719,10 @@ async fn control(cli: &Cli, t: &ControlTarget, state: &str) -> anyhow::Result<()
     client(cli)?
         .control(&t.project, &t.keptn_context, state, t.stage.as_deref())
         .await?;
-    println!(
+    outln!(
         "Sent {state} for sequence {} of project {}",
-        t.keptn_context, t.project
+        t.keptn_context,
+        t.project
     );
     Ok(())
 }
@@ -718,28 +746,28 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         opts.echo_delay = Duration::from_millis(300);
     }
     let node = Node::start(opts).await?;
-    println!("Keelson is running.");
+    outln!("Keelson is running.");
     if a.functions.contains("api") {
-        println!("  API:    {}", node.api_url());
+        outln!("  API:    {}", node.api_url());
     } else {
-        println!("  API:    not in this process (functions: {})", a.functions);
+        outln!("  API:    not in this process (functions: {})", a.functions);
     }
     match &dir {
-        Some(d) => println!("  Store:  {}", d.join("keelson.db").display()),
-        None => println!("  Store:  memory (nothing is kept when this process ends)"),
+        Some(d) => outln!("  Store:  {}", d.join("keelson.db").display()),
+        None => outln!("  Store:  memory (nothing is kept when this process ends)"),
     }
     match origin {
-        Origin::Env => println!("  Token:  from KEELSON_API_TOKEN"),
-        Origin::Stored(p) => println!("  Token:  stored in {} (owner-only)", p.display()),
-        Origin::Generated(Some(p)) => println!("  Token:  {tok}\n          (generated now, stored in {} with owner-only permissions; it is not printed again)", p.display()),
-        Origin::Generated(None) => println!("  Token:  {tok}"),
+        Origin::Env => outln!("  Token:  from KEELSON_API_TOKEN"),
+        Origin::Stored(p) => outln!("  Token:  stored in {} (owner-only)", p.display()),
+        Origin::Generated(Some(p)) => outln!("  Token:  {tok}\n          (generated now, stored in {} with owner-only permissions; it is not printed again)", p.display()),
+        Origin::Generated(None) => outln!("  Token:  {tok}"),
     }
-    println!(
+    outln!(
         "Try:  curl -H 'x-token: <token>' {}/v1/metadata",
         node.api_url()
     );
     shutdown_signal().await?;
-    println!("Stopping.");
+    outln!("Stopping.");
     node.stop().await;
     Ok(())
 }
@@ -841,21 +869,21 @@ async fn serve_aws(a: &ServeArgs, functions: FunctionSet) -> anyhow::Result<()> 
     opts.tick_interval = Duration::from_secs(1);
     let sweep = opts.tick_interval;
     let node = Node::start(opts).await?;
-    println!("Keelson is running (AWS backend, stack {}).", a.stack);
+    outln!("Keelson is running (AWS backend, stack {}).", a.stack);
     if a.functions.contains("api") {
-        println!("  API:    {}", node.api_url());
+        outln!("  API:    {}", node.api_url());
     }
-    println!(
+    outln!(
         "  AWS:    {} (table {}, bus {}, queues {}-*)",
         a.aws_endpoint.as_deref().unwrap_or("real AWS"),
         names.table(),
         names.bus(),
         a.stack
     );
-    println!("  Sweep:  every {} ms", sweep.as_millis());
-    println!("  Token:  {origin}");
+    outln!("  Sweep:  every {} ms", sweep.as_millis());
+    outln!("  Token:  {origin}");
     shutdown_signal().await?;
-    println!("Stopping.");
+    outln!("Stopping.");
     node.stop().await;
     Ok(())
 }

@@ -93,6 +93,14 @@ pub fn evaluate_files(
     previous_path: Option<&Path>,
 ) -> Result<Value, Unusable> {
     let slo_text = read("--slo", slo_path)?;
+    // Lighthouse passes an evaluation without SLO objectives found; a gate
+    // handed an empty file is more likely a templating mistake than intent.
+    if slo_text.trim().is_empty() {
+        return Err(Unusable(format!(
+            "--slo {}: the file is empty",
+            slo_path.display()
+        )));
+    }
     // An SLO that does not parse is unusable input here (lighthouse answers
     // it with an errored evaluation; a pipeline wants the file named).
     slo::parse(&slo_text).map_err(|e| Unusable(format!("--slo {}: {e}", slo_path.display())))?;
