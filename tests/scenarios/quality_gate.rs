@@ -330,3 +330,81 @@ async fn rest_evaluation_trigger_scores_a_window_and_invalidated_evaluations_are
         json!(300)
     );
 }
+
+#[tokio::test]
+async fn a_remote_sli_provider_polls_its_requests_and_answers_through_the_api() {
+    let n = start(Setup {
+        sli_provider: Some("remote-sli".into()),
+        ..Setup::default()
+    })
+    .await;
+    n.project("shop", Some(SHIPYARD), "carts").await.unwrap();
+    n.client
+        .add_resource("shop", Some("staging"), Some("carts"), "slo.yaml", SLO.as_bytes())
+        .await
+        .unwrap();
+    let ctx = n
+        .client
+        .post(
+            "/controlPlane/v1/project/shop/stage/staging/service/carts/evaluation",
+            &json!({"start": GOOD.0, "end": GOOD.1}),
+        )
+        .await
+        .unwrap()["keptnContext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The provider's view: the open get-sli requests, as a Keptn distributor polls them.
+    let poll = "/controlPlane/v1/event/triggered/sh.keptn.event.get-sli.triggered?project=shop";
+    let request = wait_for(Duration::from_secs(30), || async {
+        let v = n.client.get(poll).await?;
+        Ok(v["events"]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["shkeptncontext"] == json!(ctx)).cloned()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(request["source"], "lighthouse-service");
+    assert_eq!(request["data"]["get-sli"]["sliProvider"], "remote-sli");
+    assert_eq!(
+        request["data"]["get-sli"]["indicators"],
+        json!(["response_time_p95", "error_rate"])
+    );
+    for (kind, extra) in [
+        ("started", json!({})),
+        (
+            "finished",
+            json!({"result": "pass", "get-sli": {"start": GOOD.0, "end": GOOD.1, "indicatorValues": [
+                {"metric": "response_time_p95", "value": 180, "success": true},
+                {"metric": "error_rate", "value": 0.5, "success": true}]}}),
+        ),
+    ] {
+        let mut data = json!({"project": "shop", "stage": "staging", "service": "carts", "status": "succeeded"});
+        data.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        n.client
+            .send_event(&json!({"type": format!("sh.keptn.event.get-sli.{kind}"), "source": "remote-sli",
+                "shkeptncontext": ctx, "triggeredid": request["id"], "data": data}))
+            .await
+            .unwrap();
+    }
+    let done = evaluation_finished(&n, &ctx).await;
+    assert_eq!(done["data"]["result"], "fail", "{done:#}");
+    assert_eq!(
+        indicator(&done, "error_rate")["status"],
+        "fail",
+        "0.5 breaks <=0.02"
+    );
+    assert_eq!(indicator(&done, "response_time_p95")["status"], "pass");
+    // Answered: no longer open.
+    wait_for(Duration::from_secs(30), || async {
+        let v = n.client.get(poll).await?;
+        Ok((!v["events"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["id"] == request["id"])))
+        .then_some(()))
+    })
+    .await
+    .unwrap();
+}
