@@ -369,8 +369,7 @@ async fn one_evaluation(
     seen: &Seen,
     service: &str,
 ) -> anyhow::Result<(Instant, String)> {
-    let path =
-        format!("/controlPlane/v1/project/gates/stage/staging/service/{service}/evaluation");
+    let path = format!("/controlPlane/v1/project/gates/stage/staging/service/{service}/evaluation");
     let t0 = Instant::now();
     let v = c.post(&path, &json!({"start": START, "end": END})).await?;
     let ctx = v["keptnContext"]
@@ -408,6 +407,13 @@ mod warnings {
     pub type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
     struct Count(Counts);
+
+    impl Count {
+        fn wanted(&self, m: &tracing::Metadata<'_>) -> bool {
+            m.is_event() && *m.level() <= tracing::Level::WARN
+        }
+    }
+
     struct Msg(String);
 
     impl Visit for Msg {
@@ -421,17 +427,41 @@ mod warnings {
     }
 
     impl<S: tracing::Subscriber> Layer<S> for Count {
+        // Only warnings are enabled, no span: the registry then tracks no
+        // spans, which keeps its cost out of the figures (and the shipyard
+        // consumer holds an entered span across an await, which makes the
+        // registry panic under load once debug spans are enabled).
+        fn register_callsite(
+            &self,
+            m: &'static tracing::Metadata<'static>,
+        ) -> tracing::subscriber::Interest {
+            if self.wanted(m) {
+                tracing::subscriber::Interest::always()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        }
+
+        fn enabled(&self, m: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+            self.wanted(m)
+        }
+
         fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
             if *e.metadata().level() <= tracing::Level::WARN {
                 let mut m = Msg(String::new());
                 e.record(&mut m);
                 // Ids differ per event; keep the message's shape.
-                let key: String = m
-                    .0
-                    .split(' ')
-                    .map(|w| if w.len() >= 32 && w.contains('-') { "<id>" } else { w })
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let key: String =
+                    m.0.split(' ')
+                        .map(|w| {
+                            if w.len() >= 32 && w.contains('-') {
+                                "<id>"
+                            } else {
+                                w
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
                 *self.0.lock().unwrap().entry(key).or_default() += 1;
             }
         }
@@ -444,6 +474,26 @@ mod warnings {
             .try_init();
         counts
     }
+}
+
+/// CPU seconds (user, system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at the state.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state.
+    (tick(11), tick(12))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `gates`: `total` REST-triggered evaluations, `concurrency` in flight
@@ -474,8 +524,14 @@ pub async fn gates(
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i:03}")).collect();
     for s in &names {
         c.create_service("gates", s).await?;
-        c.add_resource("gates", Some("staging"), Some(s), "slo.yaml", SLO.as_bytes())
-            .await?;
+        c.add_resource(
+            "gates",
+            Some("staging"),
+            Some(s),
+            "slo.yaml",
+            SLO.as_bytes(),
+        )
+        .await?;
     }
     // Warm-up: every service gets enough results to compare with three.
     let warm = Instant::now();
@@ -501,6 +557,8 @@ pub async fn gates(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let events0 = seen.events.load(Ordering::Relaxed);
+    let load0 = loadavg();
+    let cpu0 = cpu_seconds();
     let next = Arc::new(AtomicUsize::new(0));
     let names = Arc::new(names);
     let start = Instant::now();
@@ -520,11 +578,12 @@ pub async fn gates(
         done.extend(h.await??);
     }
     let elapsed = start.elapsed();
+    let cpu1 = cpu_seconds();
     let events = seen.events.load(Ordering::Relaxed) - events0;
     // Sequences still closing after the last evaluation.finished.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let traces = seen.traces.lock().unwrap();
+    let traces = std::mem::take(&mut *seen.traces.lock().unwrap());
     let mut latency = vec![];
     let mut hops: Vec<Vec<f64>> = vec![vec![]; STEPS.len()];
     let mut outcomes: HashMap<(String, String), usize> = HashMap::new();
@@ -543,7 +602,9 @@ pub async fn gates(
                 hops[i].push(ms(a, b));
             }
         }
-        *outcomes.entry(t.result.clone().unwrap_or_default()).or_default() += 1;
+        *outcomes
+            .entry(t.result.clone().unwrap_or_default())
+            .or_default() += 1;
     }
     let rate = done.len() as f64 / elapsed.as_secs_f64();
     println!(
@@ -568,13 +629,19 @@ pub async fn gates(
             println!("|   {label} | {} |", crate::percentiles(&mut h));
         }
     }
+    let (user, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+    println!(
+        "|   process CPU (node + harness) | {:.2} cores busy on average (user {user:.2} s, system {sys:.2} s) | {:.0} µs CPU per evaluation | load average before: {load0}, after: {} |",
+        (user + sys) / elapsed.as_secs_f64(),
+        (user + sys) * 1e6 / done.len() as f64,
+        loadavg()
+    );
     let mut o: Vec<_> = outcomes.into_iter().collect();
     o.sort();
     eprintln!("outcomes (status, result): {o:?}");
     for (k, v) in warns.lock().unwrap().iter() {
         eprintln!("warning ×{v}: {k}");
     }
-    drop(traces);
     n.stop().await;
     if o.iter().any(|((status, _), _)| status != "succeeded") {
         bail!("some evaluations did not succeed");
