@@ -367,29 +367,22 @@ where
             Err(e) => tracing::warn!(error = %e, "re-publishing the last effects failed"),
         }
         let o = orch.clone();
-        let q = queue.clone();
-        let w = wake[keelson_shipyard::CONSUMER].clone();
-        tasks.push(tokio::spawn(async move {
-            consume(q, keelson_shipyard::CONSUMER, w, Duration::ZERO, move |batch: Vec<KeptnEvent>| {
+        // The span is attached with `instrument`: an entered span guard held
+        // across an await closes out of order when the task moves threads.
+        tasks.push(spawn_one_by_one(
+            queue.clone(),
+            keelson_shipyard::CONSUMER,
+            wake[keelson_shipyard::CONSUMER].clone(),
+            move |ev: KeptnEvent| {
                 let o = o.clone();
                 async move {
-                    let mut done = 0;
-                    for ev in &batch {
-                        let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
-                        let _g = span.enter();
-                        match o.process(ev).await {
-                            Ok(_) => done += 1,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "shipyard: event failed");
-                                return Err((done, Failure::of(e.kind(), e.to_string())));
-                            }
-                        }
-                    }
-                    Ok(())
+                    o.process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (e.kind(), e.to_string()))
                 }
-            })
-            .await
-        }));
+            },
+        ));
         let st = store.clone();
         let clock = opts.clock.clone();
         let window = opts.dedupe_window;

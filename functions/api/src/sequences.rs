@@ -10,8 +10,8 @@ use axum::Json;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{Clock, EventBus, ExecutionFilter, OpenTriggerFilter, Store};
 use keelson_core::query::{FilterTerm, TypeQuery, MAX_PAGE_SIZE};
-use keelson_core::sequence::SOURCE as SHIPYARD_SOURCE;
 use keelson_core::sequence::ControlAction;
+use keelson_core::sequence::SOURCE as SHIPYARD_SOURCE;
 use keelson_core::view::sequence_states;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -144,11 +144,10 @@ async fn other_open_triggers<S: Store>(
     store: &S,
     f: &OpenTriggerFilter,
 ) -> Result<Vec<KeptnEvent>, ApiError> {
-    let Some(task) = f
-        .ty
-        .strip_prefix("sh.keptn.event.")
-        .and_then(|t| t.strip_suffix(".triggered"))
-        .filter(|t| !t.is_empty() && !t.contains('.'))
+    let Some(task) =
+        f.ty.strip_prefix("sh.keptn.event.")
+            .and_then(|t| t.strip_suffix(".triggered"))
+            .filter(|t| !t.is_empty() && !t.contains('.'))
     else {
         return Ok(vec![]);
     };

@@ -16,7 +16,8 @@ pub use error::Error;
 use keelson_core::event::{task_type, KeptnEvent};
 use keelson_core::lighthouse::{self as decide, SloAtTrigger};
 use keelson_core::ports::{
-    Clock, EventBus, EventStore, ProjectStore, ResourceStore, StoreError, Subscription,
+    Clock, EventBus, EventStore, OpenTriggerFilter, ProjectStore, ResourceStore, SequenceStore,
+    StoreError, Subscription,
 };
 use keelson_core::query::{EventQuery, FilterTerm, TypeQuery, MAX_PAGE_SIZE};
 use keelson_core::resource::{Change, Scope};
@@ -91,7 +92,9 @@ pub struct Lighthouse<S, B, C> {
     cfg: Config,
 }
 
-impl<S: EventStore + ProjectStore + ResourceStore, B: EventBus, C: Clock> Lighthouse<S, B, C> {
+impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, C: Clock>
+    Lighthouse<S, B, C>
+{
     /// Builds it.
     pub fn new(store: S, bus: B, clock: C, cfg: Config) -> Self {
         Lighthouse {
@@ -190,19 +193,43 @@ impl<S: EventStore + ProjectStore + ResourceStore, B: EventBus, C: Clock> Lighth
 
     async fn on_get_sli_finished(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
         let now = self.clock.now();
-        let candidates = self
+        // The shipyard records the triggers it sends in the same write that
+        // emits them, so they are found there at once; the datastore, which
+        // consumes the same bus and may be behind, holds the rest (triggers
+        // someone else sent).
+        let open = self
             .store
-            .query_events(&EventQuery {
-                keptn_context: Some(ev.shkeptncontext.clone()),
-                ty: Some(task_type("evaluation", "triggered")),
+            .open_triggers(&OpenTriggerFilter {
+                ty: task_type("evaluation", "triggered"),
                 project: ev.project().map(String::from),
                 stage: ev.stage().map(String::from),
                 service: ev.service().map(String::from),
-                page_size: MAX_PAGE_SIZE,
-                ..EventQuery::default()
+                event_id: None,
             })
-            .await?
-            .events;
+            .await?;
+        let named = ev.triggeredid.as_deref();
+        let from_lanes = open
+            .into_iter()
+            .rev()
+            .filter(|t| t.shkeptncontext == ev.shkeptncontext)
+            .find(|t| Some(decide::get_sli_id(&t.id).as_str()) == named);
+        let candidates = match from_lanes {
+            Some(t) => vec![t],
+            None => {
+                self.store
+                    .query_events(&EventQuery {
+                        keptn_context: Some(ev.shkeptncontext.clone()),
+                        ty: Some(task_type("evaluation", "triggered")),
+                        project: ev.project().map(String::from),
+                        stage: ev.stage().map(String::from),
+                        service: ev.service().map(String::from),
+                        page_size: MAX_PAGE_SIZE,
+                        ..EventQuery::default()
+                    })
+                    .await?
+                    .events
+            }
+        };
         let Some(trigger) = decide::pick_trigger(&candidates, ev) else {
             if now.millis().saturating_sub(ev.time.millis()) < ORPHAN_GRACE_MS {
                 return Err(Error::TriggerNotStoredYet(ev.id.clone()));
@@ -231,12 +258,17 @@ impl<S: EventStore + ProjectStore + ResourceStore, B: EventBus, C: Clock> Lighth
                 raw: &[],
             },
         };
-        let previous = match &input {
-            SloInput::Text(t) => match slo::parse(t) {
-                Ok(parsed) => self.previous(ev, trigger, &parsed.comparison).await?,
-                Err(_) => vec![],
-            },
-            _ => vec![],
+        // Parsed once: for choosing the previous evaluations and for the scoring.
+        let parsed = match &input {
+            SloInput::Text(t) => slo::parse(t).ok().map(|p| (*t, p)),
+            _ => None,
+        };
+        let (input, previous) = match &parsed {
+            Some((text, p)) => (
+                SloInput::Parsed { text, slo: p },
+                self.previous(ev, trigger, &p.comparison).await?,
+            ),
+            None => (input, vec![]),
         };
         let data = slo::evaluation_finished_data(&ev.data, input, &previous);
         let finished = decide::evaluation_finished(trigger, data, ev.gitcommitid.clone(), now);

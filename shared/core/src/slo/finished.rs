@@ -65,8 +65,8 @@ pub fn evaluation_finished_data(
             ..Answer::not_evaluated()
         });
     }
-    let text = match slo {
-        SloInput::Missing | SloInput::Text("") => {
+    let (text, given) = match slo {
+        SloInput::Missing | SloInput::Text("") | SloInput::Parsed { text: "", .. } => {
             return sli.render(Answer {
                 result: "pass",
                 message: format!(
@@ -77,15 +77,26 @@ pub fn evaluation_finished_data(
             });
         }
         SloInput::Unreadable { error, raw } => return sli.errored(error, &base64(raw)),
-        SloInput::Text(text) => text,
+        SloInput::Text(text) => (text, None),
+        SloInput::Parsed { text, slo } => (text, Some(slo)),
     };
     let content = base64(text.as_bytes());
-    let Ok(parsed) = parse(text) else {
-        let message = format!(
-            "Could not parse SLO file for service {} in stage {} in project {}",
-            sli.service, sli.stage, sli.project
-        );
-        return sli.errored(message, &content);
+    let owned;
+    let parsed = match given {
+        Some(p) => p,
+        None => match parse(text) {
+            Ok(p) => {
+                owned = p;
+                &owned
+            }
+            Err(_) => {
+                let message = format!(
+                    "Could not parse SLO file for service {} in stage {} in project {}",
+                    sli.service, sli.stage, sli.project
+                );
+                return sli.errored(message, &content);
+            }
+        },
     };
     let selected = select_previous_refs(&parsed.comparison, previous);
     // Events given as bare `data` have no id to report.
@@ -94,7 +105,7 @@ pub fn evaluation_finished_data(
         .map(|p| p.id.clone())
         .filter(|id| !id.is_empty())
         .collect();
-    match evaluate_selected(&parsed, sli.indicator_values.clone(), &selected) {
+    match evaluate_selected(parsed, sli.indicator_values.clone(), &selected) {
         Err(EvaluationError::PassCriterion(e)) => sli.render(Answer {
             status: "succeeded",
             result: "fail",
@@ -180,7 +191,8 @@ impl GetSliFinished {
                 );
                 for (i, v) in values.iter().enumerate() {
                     // A null value would crash Keptn; it is ignored here.
-                    if let Some(v) = d.indicator_value(v, &format!("get-sli.indicatorValues[{i}]"))
+                    if let Some(v) =
+                        d.indicator_value(v, format_args!("get-sli.indicatorValues[{i}]"))
                     {
                         out.indicator_values.push(v);
                     }

@@ -72,7 +72,7 @@ impl Decoder {
         self.error
     }
 
-    fn mismatch(&mut self, v: &Value, path: &str, ty: &str) {
+    fn mismatch(&mut self, v: &Value, path: impl std::fmt::Display, ty: &str) {
         if self.error.is_none() {
             let what = match v {
                 Value::Number(n) => format!("number {n}"),
@@ -84,7 +84,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn string(&mut self, v: Option<&Value>, path: &str) -> String {
+    pub(crate) fn string(&mut self, v: Option<&Value>, path: impl std::fmt::Display) -> String {
         match v {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
@@ -95,7 +95,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn float(&mut self, v: Option<&Value>, path: &str) -> f64 {
+    pub(crate) fn float(&mut self, v: Option<&Value>, path: impl std::fmt::Display) -> f64 {
         match v {
             None | Some(Value::Null) => 0.0,
             Some(Value::Number(n)) => match n.as_f64().filter(|f| f.is_finite()) {
@@ -112,7 +112,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn boolean(&mut self, v: Option<&Value>, path: &str) -> bool {
+    pub(crate) fn boolean(&mut self, v: Option<&Value>, path: impl std::fmt::Display) -> bool {
         match v {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -128,7 +128,7 @@ impl Decoder {
     pub(crate) fn object<'a>(
         &mut self,
         v: Option<&'a Value>,
-        path: &str,
+        path: impl std::fmt::Display,
         ty: &str,
     ) -> Option<&'a Map<String, Value>> {
         match v {
@@ -141,7 +141,12 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn array<'a>(&mut self, v: Option<&'a Value>, path: &str, ty: &str) -> &'a [Value] {
+    pub(crate) fn array<'a>(
+        &mut self,
+        v: Option<&'a Value>,
+        path: impl std::fmt::Display,
+        ty: &str,
+    ) -> &'a [Value] {
         match v {
             None | Some(Value::Null) => &[],
             Some(Value::Array(a)) => a,
@@ -152,12 +157,16 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn string_map(&mut self, v: Option<&Value>, path: &str) -> BTreeMap<String, String> {
-        let Some(obj) = self.object(v, path, "map[string]string") else {
+    pub(crate) fn string_map(
+        &mut self,
+        v: Option<&Value>,
+        path: impl std::fmt::Display,
+    ) -> BTreeMap<String, String> {
+        let Some(obj) = self.object(v, &path, "map[string]string") else {
             return BTreeMap::new();
         };
         obj.iter()
-            .map(|(k, v)| (k.clone(), self.string(Some(v), &format!("{path}.{k}"))))
+            .map(|(k, v)| (k.clone(), self.string(Some(v), format_args!("{path}.{k}"))))
             .collect()
     }
 
@@ -165,18 +174,18 @@ impl Decoder {
     pub(crate) fn indicator_value(
         &mut self,
         v: &Value,
-        path: &str,
+        path: impl std::fmt::Display,
     ) -> Option<crate::slo::IndicatorValue> {
-        let obj = self.object(Some(v), path, "SLIResult")?;
+        let obj = self.object(Some(v), &path, "SLIResult")?;
         Some(crate::slo::IndicatorValue {
-            metric: self.string(field(obj, "metric"), &format!("{path}.metric")),
-            value: self.float(field(obj, "value"), &format!("{path}.value")),
+            metric: self.string(field(obj, "metric"), format_args!("{path}.metric")),
+            value: self.float(field(obj, "value"), format_args!("{path}.value")),
             compared_value: self.float(
                 field(obj, "comparedValue"),
-                &format!("{path}.comparedValue"),
+                format_args!("{path}.comparedValue"),
             ),
-            success: self.boolean(field(obj, "success"), &format!("{path}.success")),
-            message: self.string(field(obj, "message"), &format!("{path}.message")),
+            success: self.boolean(field(obj, "success"), format_args!("{path}.success")),
+            message: self.string(field(obj, "message"), format_args!("{path}.message")),
         })
     }
 }

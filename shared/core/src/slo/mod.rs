@@ -208,7 +208,7 @@ pub struct PreviousIndicator {
 }
 
 /// What lighthouse found when it read `slo.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SloInput<'a> {
     /// There is no `slo.yaml`: nothing is evaluated and the gate passes.
     Missing,
@@ -221,6 +221,14 @@ pub enum SloInput<'a> {
     },
     /// Its text. An empty text counts as [`SloInput::Missing`], as in Keptn.
     Text(&'a str),
+    /// Its text and what [`parse`] made of it (a caller that parsed it
+    /// already, to choose the previous evaluations, need not parse it twice).
+    Parsed {
+        /// The text (reported base64-encoded).
+        text: &'a str,
+        /// `parse(text)`.
+        slo: &'a Slo,
+    },
 }
 
 /// An evaluation's or an event's result.

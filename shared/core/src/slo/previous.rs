@@ -42,7 +42,7 @@ fn decode(d: &mut Decoder, data: Option<&Map<String, Value>>) -> PreviousEvaluat
         return PreviousEvaluation::default();
     };
     for key in ["project", "stage", "service", "status", "message"] {
-        d.string(field(data, key), &format!("data.{key}"));
+        d.string(field(data, key), format_args!("data.{key}"));
     }
     d.string_map(field(data, "labels"), "data.labels");
     let result = d.string(field(data, "result"), "data.result");
@@ -53,7 +53,7 @@ fn decode(d: &mut Decoder, data: Option<&Map<String, Value>>) -> PreviousEvaluat
         "EvaluationDetails",
     ) {
         for key in ["timeStart", "timeEnd", "result", "sloFileContent"] {
-            d.string(field(ev, key), &format!("data.evaluation.{key}"));
+            d.string(field(ev, key), format_args!("data.evaluation.{key}"));
         }
         d.float(field(ev, "score"), "data.evaluation.score");
         for (i, e) in d
@@ -65,7 +65,7 @@ fn decode(d: &mut Decoder, data: Option<&Map<String, Value>>) -> PreviousEvaluat
             .iter()
             .enumerate()
         {
-            d.string(Some(e), &format!("data.evaluation.comparedEvents[{i}]"));
+            d.string(Some(e), format_args!("data.evaluation.comparedEvents[{i}]"));
         }
         let results = d.array(
             field(ev, "indicatorResults"),
@@ -88,10 +88,10 @@ fn decode(d: &mut Decoder, data: Option<&Map<String, Value>>) -> PreviousEvaluat
 }
 
 fn indicator(d: &mut Decoder, r: &Map<String, Value>, path: &str) -> PreviousIndicator {
-    d.float(field(r, "score"), &format!("{path}.score"));
-    d.string(field(r, "displayName"), &format!("{path}.displayName"));
-    d.string(field(r, "status"), &format!("{path}.status"));
-    d.boolean(field(r, "keySli"), &format!("{path}.keySli"));
+    d.float(field(r, "score"), format_args!("{path}.score"));
+    d.string(field(r, "displayName"), format_args!("{path}.displayName"));
+    d.string(field(r, "status"), format_args!("{path}.status"));
+    d.boolean(field(r, "keySli"), format_args!("{path}.keySli"));
     for targets in ["passTargets", "warningTargets"] {
         let tpath = format!("{path}.{targets}");
         for (i, t) in d
@@ -101,15 +101,15 @@ fn indicator(d: &mut Decoder, r: &Map<String, Value>, path: &str) -> PreviousInd
         {
             let tpath = format!("{tpath}[{i}]");
             if let Some(t) = d.object(Some(t), &tpath, "SLITarget") {
-                d.string(field(t, "criteria"), &format!("{tpath}.criteria"));
-                d.float(field(t, "targetValue"), &format!("{tpath}.targetValue"));
-                d.boolean(field(t, "violated"), &format!("{tpath}.violated"));
+                d.string(field(t, "criteria"), format_args!("{tpath}.criteria"));
+                d.float(field(t, "targetValue"), format_args!("{tpath}.targetValue"));
+                d.boolean(field(t, "violated"), format_args!("{tpath}.violated"));
             }
         }
     }
     let value = match field(r, "value") {
         None | Some(Value::Null) => None,
-        Some(v) => d.indicator_value(v, &format!("{path}.value")),
+        Some(v) => d.indicator_value(v, format_args!("{path}.value")),
     };
     PreviousIndicator { value }
 }

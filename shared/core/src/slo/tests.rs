@@ -1655,3 +1655,37 @@ fn without_a_comparison_block_only_the_newest_evaluation_is_compared() {
     assert_eq!(r["passTargets"][0]["targetValue"], json!(110));
     assert_eq!(got["result"], "pass");
 }
+
+#[test]
+fn an_slo_parsed_by_the_caller_scores_exactly_as_its_text() {
+    let values = json!([ok("response_time_p95", 260.0), ok("throughput", 900.0)]);
+    let prev = [
+        previous("p1", "pass", &[("response_time_p95", 200.0)]),
+        previous("p2", "pass", &[("response_time_p95", 240.0)]),
+    ];
+    let parsed = slo(CARTS_SLO);
+    let data = get_sli_data(values);
+    assert_eq!(
+        evaluation_finished_data(
+            &data,
+            SloInput::Parsed {
+                text: CARTS_SLO,
+                slo: &parsed
+            },
+            &prev
+        ),
+        evaluation_finished_data(&data, SloInput::Text(CARTS_SLO), &prev)
+    );
+    assert_eq!(
+        evaluation_finished_data(
+            &data,
+            SloInput::Parsed {
+                text: "",
+                slo: &parsed
+            },
+            &prev
+        ),
+        evaluation_finished_data(&data, SloInput::Missing, &prev),
+        "an empty file is no file, parsed or not"
+    );
+}
