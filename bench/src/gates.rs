@@ -240,6 +240,19 @@ pub fn evaluate_bench(samples: usize) -> anyhow::Result<()> {
             }),
         ),
         (
+            "`evaluation_finished_data` with the SLO parsed already (`SloInput::Parsed`: decode, select, score, render)",
+            sample(samples, || {
+                slo::evaluation_finished_data(
+                    black_box(&get_sli),
+                    SloInput::Parsed {
+                        text: SLO,
+                        slo: black_box(&parsed),
+                    },
+                    black_box(&previous),
+                )
+            }),
+        ),
+        (
             "`previous_from_values` (decode 3 stored `evaluation.finished` events)",
             sample(samples, || slo::previous_from_values(black_box(&stored))),
         ),
@@ -254,15 +267,22 @@ pub fn evaluate_bench(samples: usize) -> anyhow::Result<()> {
             }),
         ),
         (
-            "lighthouse's pure work per `get-sli.finished` (`parse` for the comparison settings + `previous_from_values` + `evaluation_finished_data`)",
+            "lighthouse's pure work per `get-sli.finished` (`parse` once + `previous_from_values` + `evaluation_finished_data` with the parsed SLO)",
             sample(samples, || {
-                let p = slo::parse(black_box(SLO)).map(|s| s.comparison);
                 let prev = slo::previous_from_values(black_box(&stored)).unwrap_or_default();
-                let prev = match p {
-                    Ok(c) => slo::select_previous(&c, prev),
-                    Err(_) => prev,
-                };
-                slo::evaluation_finished_data(black_box(&get_sli), SloInput::Text(SLO), &prev)
+                match slo::parse(black_box(SLO)) {
+                    Ok(p) => {
+                        let prev = slo::select_previous(&p.comparison, prev);
+                        slo::evaluation_finished_data(
+                            black_box(&get_sli),
+                            SloInput::Parsed { text: SLO, slo: &p },
+                            &prev,
+                        )
+                    }
+                    Err(_) => {
+                        slo::evaluation_finished_data(black_box(&get_sli), SloInput::Text(SLO), &prev)
+                    }
+                }
             }),
         ),
     ];

@@ -23,6 +23,8 @@ use keelson_core::query::{EventQuery, FilterTerm, TypeQuery, MAX_PAGE_SIZE};
 use keelson_core::resource::{Change, Scope};
 use keelson_core::slo::{self, SloInput};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Consumer name (its queue on the bus).
 pub const CONSUMER: &str = "lighthouse";
@@ -90,7 +92,13 @@ pub struct Lighthouse<S, B, C> {
     bus: B,
     clock: C,
     cfg: Config,
+    /// Parsed SLO files by their text: parsing YAML is most of an
+    /// evaluation's CPU, and a service's slo.yaml rarely changes.
+    slos: Mutex<HashMap<String, Arc<slo::Slo>>>,
 }
+
+/// Distinct SLO texts kept parsed (the cache starts over when it is full).
+const SLO_CACHE: usize = 256;
 
 impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, C: Clock>
     Lighthouse<S, B, C>
@@ -102,7 +110,22 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             bus,
             clock,
             cfg,
+            slos: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `slo::parse`, cached by text.
+    fn parse_slo(&self, text: &str) -> Result<Arc<slo::Slo>, slo::SloError> {
+        let mut cache = self.slos.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(text) {
+            return Ok(p.clone());
+        }
+        let parsed = Arc::new(slo::parse(text)?);
+        if cache.len() >= SLO_CACHE {
+            cache.clear();
+        }
+        cache.insert(text.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// Processes one event from the bus.
@@ -173,11 +196,15 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             Ok(None) => SloAtTrigger::Missing,
             Ok(Some(bytes)) => match std::str::from_utf8(&bytes)
                 .map_err(|_| "slo.yaml is not UTF-8 text".to_string())
-                .and_then(|t| slo::parse(t).map_err(|e| e.to_string()))
+                .and_then(|t| self.parse_slo(t).map_err(|e| e.to_string()))
             {
                 Ok(s) => SloAtTrigger::Found {
                     indicators: s.objectives.iter().map(|o| o.sli.clone()).collect(),
-                    filters: s.filter.into_iter().collect(),
+                    filters: s
+                        .filter
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 },
                 Err(e) => SloAtTrigger::Unreadable(e),
             },
@@ -260,7 +287,7 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
         };
         // Parsed once: for choosing the previous evaluations and for the scoring.
         let parsed = match &input {
-            SloInput::Text(t) => slo::parse(t).ok().map(|p| (*t, p)),
+            SloInput::Text(t) => self.parse_slo(t).ok().map(|p| (*t, p)),
             _ => None,
         };
         let (input, previous) = match &parsed {
