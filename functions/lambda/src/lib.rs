@@ -165,17 +165,14 @@ impl<S: Store, B: EventBus, C: Clock> Consumer for ShipyardConsumer<S, B, C> {
     }
 
     async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        let mut out = Vec::with_capacity(events.len());
-        for ev in &events {
-            out.push(
-                self.0
-                    .process(ev)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| Failure::new(e.kind(), e.to_string())),
-            );
-        }
-        out
+        one_by_one(events, |ev| async move {
+            self.0
+                .process(&ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
+        .await
     }
 }
 
@@ -211,39 +208,16 @@ impl<S: Store> Consumer for DatastoreConsumer<S> {
 }
 
 /// Events one at a time, in order, each reported on its own.
-async fn one_by_one<F, Fut, E>(events: Vec<KeptnEvent>, f: F) -> Vec<Result<(), Failure>>
+async fn one_by_one<F, Fut>(events: Vec<KeptnEvent>, f: F) -> Vec<Result<(), Failure>>
 where
     F: Fn(KeptnEvent) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: HasKind,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        out.push(
-            f(ev)
-                .await
-                .map_err(|e| Failure::new(e.kind(), e.to_string())),
-        );
+        out.push(f(ev).await);
     }
     out
-}
-
-/// Errors the consumers classify.
-pub trait HasKind: std::fmt::Display {
-    /// The kind.
-    fn kind(&self) -> keelson_core::ErrorKind;
-}
-
-impl HasKind for keelson_lighthouse::Error {
-    fn kind(&self) -> keelson_core::ErrorKind {
-        keelson_lighthouse::Error::kind(self)
-    }
-}
-
-impl HasKind for keelson_prometheus::Error {
-    fn kind(&self) -> keelson_core::ErrorKind {
-        keelson_prometheus::Error::kind(self)
-    }
 }
 
 /// The lighthouse function as a queue consumer.
@@ -255,10 +229,13 @@ impl<S: Store, B: EventBus, C: Clock> Consumer for LighthouseConsumer<S, B, C> {
     }
 
     async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(
-            events,
-            |ev| async move { self.0.process(&ev).await.map(|_| ()) },
-        )
+        one_by_one(events, |ev| async move {
+            self.0
+                .process(&ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
         .await
     }
 }
@@ -272,10 +249,13 @@ impl<S: Store, B: EventBus, C: Clock> Consumer for PrometheusConsumer<S, B, C> {
     }
 
     async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(
-            events,
-            |ev| async move { self.0.process(&ev).await.map(|_| ()) },
-        )
+        one_by_one(events, |ev| async move {
+            self.0
+                .process(&ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
         .await
     }
 }

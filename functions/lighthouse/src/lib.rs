@@ -22,7 +22,6 @@ use keelson_core::ports::{
 use keelson_core::query::{EventQuery, FilterTerm, TypeQuery, MAX_PAGE_SIZE};
 use keelson_core::resource::{Change, Scope};
 use keelson_core::slo::{self, SloInput};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -146,15 +145,20 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
         Ok(Outcome::Published(events.len()))
     }
 
-    /// The SLI provider of a project: its [`CONFIG_URI`], else the default.
-    pub async fn sli_provider(&self, project: &str) -> Result<Option<String>, Error> {
-        let configured = match self
+    /// The provider named in the project's [`CONFIG_URI`]; `NotFound` for an unknown project.
+    async fn configured_provider(&self, project: &str) -> Result<Option<String>, StoreError> {
+        let r = self
             .store
             .read_resource(project, &Scope::project(), CONFIG_URI, None)
-            .await
-        {
-            Ok(Some(r)) => provider_of(&r.content),
-            Ok(None) | Err(StoreError::NotFound(_)) => None,
+            .await?;
+        Ok(r.and_then(|r| provider_of(&r.content)))
+    }
+
+    /// The SLI provider of a project: its [`CONFIG_URI`], else the default.
+    pub async fn sli_provider(&self, project: &str) -> Result<Option<String>, Error> {
+        let configured = match self.configured_provider(project).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
         Ok(configured.or_else(|| self.cfg.default_sli_provider.clone()))
@@ -342,13 +346,15 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
                 limit: (c.limit() + 1).clamp(1, MAX_PAGE_SIZE),
             })
             .await?;
-        let values = events
+        // One unreadable stored event must not drop every comparison: skip it (as Keptn did).
+        let previous = events
             .into_iter()
             .filter(|e| e.id != own)
-            .map(|e| serde_json::to_value(&e).unwrap_or(Value::Null));
-        // One unreadable stored event must not drop every comparison: skip it (as Keptn did).
-        let previous = values
-            .filter_map(|v| slo::PreviousEvaluation::from_value(&v).ok())
+            .filter_map(|e| {
+                slo::PreviousEvaluation::from_value(&e.data)
+                    .ok()
+                    .map(|p| slo::PreviousEvaluation { id: e.id, ..p })
+            })
             .collect();
         Ok(slo::select_previous(c, previous))
     }
@@ -361,7 +367,13 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
                 "monitoring.configure needs data.project and data.type".into(),
             ));
         };
-        if self.sli_provider_configured(project).await?.as_deref() == Some(provider) {
+        let current = match self.configured_provider(project).await {
+            Err(StoreError::NotFound(what)) => {
+                return Err(Error::Invalid(format!("{what} not found")))
+            }
+            r => r?,
+        };
+        if current.as_deref() == Some(provider) {
             return Ok(Outcome::Configured);
         }
         let content = format!("{PROVIDER_KEY}: {}\n", yaml_string(provider));
@@ -377,18 +389,6 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             )
             .await?;
         Ok(Outcome::Configured)
-    }
-
-    async fn sli_provider_configured(&self, project: &str) -> Result<Option<String>, Error> {
-        match self
-            .store
-            .read_resource(project, &Scope::project(), CONFIG_URI, None)
-            .await
-        {
-            Ok(r) => Ok(r.and_then(|r| provider_of(&r.content))),
-            Err(StoreError::NotFound(what)) => Err(Error::Invalid(format!("{what} not found"))),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 
