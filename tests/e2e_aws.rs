@@ -65,14 +65,7 @@ mod at_least_once {
         }
 
         async fn url(&self, name: &str) -> String {
-            let out = self
-                .sqs
-                .get_queue_url()
-                .queue_name(name)
-                .send()
-                .await
-                .unwrap();
-            out.queue_url().unwrap().to_string()
+            keelson_aws::sqs::queue_url(&self.sqs, name).await.unwrap()
         }
 
         /// A second, independent set of clients on the same table and bus.

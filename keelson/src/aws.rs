@@ -68,18 +68,11 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
     let queue_url = |name: String| {
         let sqs = sqs.clone();
         async move {
-            let out = sqs
-                .get_queue_url()
-                .queue_name(&name)
-                .send()
+            keelson_aws::sqs::queue_url(&sqs, &name)
                 .await
-                .map_err(keelson_aws::error::store_error)
                 .with_context(|| {
                     format!("finding queue {name} (is the stack deployed or provisioned?)")
-                })?;
-            out.queue_url()
-                .map(str::to_string)
-                .ok_or_else(|| anyhow!("queue {name} has no URL"))
+                })
         }
     };
     let config = PollerConfig {

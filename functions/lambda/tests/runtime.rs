@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use keelson_aws::names::Names;
 use keelson_aws::provision::{provision, Template, TEMPLATE};
+use keelson_aws::sqs::queue_url;
 use keelson_aws::{clients, emulator, Settings};
 use keelson_core::ports::EventStore;
 use keelson_core::query::EventQuery;
@@ -130,13 +131,7 @@ async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record(
     let (sdk, endpoint, stack) = fresh_stack().await;
     let names = Names::new(&stack);
     let sqs = clients::sqs(&sdk);
-    let dlq = sqs
-        .get_queue_url()
-        .queue_name(names.dlq("datastore"))
-        .send()
-        .await
-        .unwrap();
-    let dlq = dlq.queue_url().unwrap().to_string();
+    let dlq = queue_url(&sqs, &names.dlq("datastore")).await.unwrap();
     let batch = json!({"Records": [
         {"messageId": "m1", "receiptHandle": "r1", "body": envelope("ev-1"), "attributes": {"ApproximateReceiveCount": "1"}},
         {"messageId": "m2", "receiptHandle": "r2", "body": "{broken", "attributes": {}},
@@ -182,15 +177,9 @@ async fn the_datastore_bootstrap_stores_a_batch_and_dead_letters_its_bad_record(
 #[tokio::test]
 async fn the_shipyard_bootstrap_runs_its_sweep_on_a_scheduled_invocation() {
     let (sdk, endpoint, stack) = fresh_stack().await;
-    let dlq = clients::sqs(&sdk)
-        .get_queue_url()
-        .queue_name(Names::new(&stack).dlq("shipyard"))
-        .send()
+    let dlq = queue_url(&clients::sqs(&sdk), &Names::new(&stack).dlq("shipyard"))
         .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+        .unwrap();
     let scheduled = json!({"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
         "time": "2026-12-01T10:00:00Z", "resources": [], "detail": {}});
     let (path, answer) = invoke(
@@ -210,20 +199,7 @@ async fn the_lighthouse_bootstrap_answers_an_evaluation_trigger_on_the_bus() {
     let (sdk, endpoint, stack) = fresh_stack().await;
     let names = Names::new(&stack);
     let sqs = clients::sqs(&sdk);
-    let url = |name: String| {
-        let sqs = sqs.clone();
-        async move {
-            sqs.get_queue_url()
-                .queue_name(name)
-                .send()
-                .await
-                .unwrap()
-                .queue_url()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let dlq = url(names.dlq("lighthouse")).await;
+    let dlq = queue_url(&sqs, &names.dlq("lighthouse")).await.unwrap();
     let trigger = json!({"version": "0", "id": "x", "detail-type": "sh.keptn.event.evaluation.triggered", "source": "keelson",
         "detail": {"specversion": "1.0", "id": "eval-1", "source": "shipyard-controller", "type": "sh.keptn.event.evaluation.triggered",
             "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
@@ -241,7 +217,7 @@ async fn the_lighthouse_bootstrap_answers_an_evaluation_trigger_on_the_bus() {
     assert_eq!(path, "req-1/response");
     assert_eq!(answer, json!({"batchItemFailures": []}));
     // Its answers went to the bus: the datastore's rule delivers them to its queue.
-    let queue = url(names.queue("datastore")).await;
+    let queue = queue_url(&sqs, &names.queue("datastore")).await.unwrap();
     let mut seen: Vec<(String, Value)> = vec![];
     for _ in 0..10 {
         let got = sqs

@@ -22,6 +22,19 @@ use serde_json::Value;
 use std::future::Future;
 use std::time::Duration;
 
+/// The URL of the queue named `name`.
+pub async fn queue_url(client: &Client, name: &str) -> StoreResult<String> {
+    let out = client
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(store_error)?;
+    out.queue_url()
+        .map(str::to_string)
+        .ok_or_else(|| crate::error::fatal(format!("queue {name} has no URL")))
+}
+
 /// The Lambda SQS event.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct SqsEvent {
