@@ -111,9 +111,24 @@ async fn two_executors_must_both_finish_and_a_finished_before_its_started_waits(
     );
     n.started(&t, "jes").await.unwrap();
     let test = n.wait_open("test", "multi", "dev", &ctx).await.unwrap();
-    // Two executors that both started must both finish.
-    n.started(&test, "a").await.unwrap();
-    n.started(&test, "b").await.unwrap();
+    // Two executors that both started must both finish. The bus may reorder
+    // events (SQS does), so each .started is seen applied before the next
+    // event goes out: the done rule counts what has arrived.
+    for exec in ["a", "b"] {
+        let id = uuid::Uuid::new_v4().to_string();
+        n.client
+            .send_event(&json!({"id": id, "type": "sh.keptn.event.test.started", "source": exec,
+                "shkeptncontext": ctx, "triggeredid": test["id"],
+                "data": {"project": "multi", "stage": "dev", "service": "svc"}}))
+            .await
+            .unwrap();
+        wait_for(Duration::from_secs(20), || async {
+            let st = n.state("multi", &ctx).await?;
+            Ok(st.filter(|s| s["stages"][0]["latestEvent"]["id"] == json!(id)))
+        })
+        .await
+        .unwrap();
+    }
     n.finished(&test, "a", "pass").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
