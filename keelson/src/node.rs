@@ -369,7 +369,7 @@ where
         let o = orch.clone();
         // The span is attached with `instrument`: an entered span guard held
         // across an await closes out of order when the task moves threads.
-        tasks.push(spawn_one_by_one(
+        tasks.push(spawn_by_lane(
             queue.clone(),
             keelson_shipyard::CONSUMER,
             wake[keelson_shipyard::CONSUMER].clone(),
@@ -454,7 +454,7 @@ where
             opts.clock.clone(),
             opts.lighthouse.clone(),
         ));
-        tasks.push(spawn_one_by_one(
+        tasks.push(spawn_by_lane(
             queue.clone(),
             keelson_lighthouse::CONSUMER,
             wake[keelson_lighthouse::CONSUMER].clone(),
@@ -476,7 +476,7 @@ where
             opts.clock.clone(),
             opts.prometheus.clone(),
         ));
-        tasks.push(spawn_one_by_one(
+        tasks.push(spawn_by_lane(
             queue.clone(),
             keelson_prometheus::CONSUMER,
             wake[keelson_prometheus::CONSUMER].clone(),
@@ -545,8 +545,18 @@ where
     })
 }
 
-/// A consumer that handles its events one at a time, in order.
-fn spawn_one_by_one<Q, F, Fut>(
+/// A consumer whose events are handled in order within a lane (project,
+/// stage, service) and concurrently across lanes: each lane's events of a
+/// batch run as one task, so the lanes of a batch share both cores instead
+/// of queueing behind each other. The functions it serves are built for
+/// concurrent writers (Lambda runs many at once): a lane write conflicts and
+/// re-applies rather than losing an update.
+///
+/// A failed event stops the rest of its lane's events in the batch; the
+/// batch is then reported as failing at the earliest failed event, so the
+/// events after it are delivered again (the consumers dedupe the ones that
+/// had succeeded).
+fn spawn_by_lane<Q, F, Fut>(
     queue: Q,
     consumer: &'static str,
     wake: Arc<Notify>,
@@ -555,25 +565,69 @@ fn spawn_one_by_one<Q, F, Fut>(
 where
     Q: Queue,
     F: Fn(KeptnEvent) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), (ErrorKind, String)>> + Send,
+    Fut: std::future::Future<Output = Result<(), (ErrorKind, String)>> + Send + 'static,
 {
     let handle = Arc::new(handle);
     tokio::spawn(async move {
         consume(queue, consumer, wake, Duration::ZERO, move |batch: Vec<KeptnEvent>| {
             let handle = handle.clone();
             async move {
-                for (done, ev) in batch.into_iter().enumerate() {
-                    let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
-                    if let Err((kind, msg)) = tracing::Instrument::instrument(handle(ev), span).await {
-                        tracing::warn!(consumer, error = %msg, "event failed");
-                        return Err((done, Failure::of(kind, msg)));
+                let mut tasks = tokio::task::JoinSet::new();
+                for lane in by_lane(batch) {
+                    let handle = handle.clone();
+                    tasks.spawn(async move {
+                        for (at, ev) in lane {
+                            let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
+                            if let Err((kind, msg)) = tracing::Instrument::instrument(handle(ev), span).await {
+                                return Err((at, kind, msg));
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                let mut first: Option<(usize, ErrorKind, String)> = None;
+                while let Some(joined) = tasks.join_next().await {
+                    let failed = match joined {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(f)) => f,
+                        // A panicking handler: treated as a failure of nothing in
+                        // particular, so the whole batch is retried.
+                        Err(e) => (0, ErrorKind::Fatal, format!("handler task failed: {e}")),
+                    };
+                    if first.as_ref().is_none_or(|f| failed.0 < f.0) {
+                        first = Some(failed);
                     }
                 }
-                Ok(())
+                match first {
+                    None => Ok(()),
+                    Some((at, kind, msg)) => {
+                        tracing::warn!(consumer, error = %msg, "event failed");
+                        Err((at, Failure::of(kind, msg)))
+                    }
+                }
             }
         })
         .await
     })
+}
+
+/// The batch's events grouped by lane, each group in delivery order, with
+/// each event's position in the batch. Events without a lane form one group.
+fn by_lane(batch: Vec<KeptnEvent>) -> Vec<Vec<(usize, KeptnEvent)>> {
+    let mut index: HashMap<Option<(String, String, String)>, usize> = HashMap::new();
+    let mut groups: Vec<Vec<(usize, KeptnEvent)>> = Vec::new();
+    for (at, ev) in batch.into_iter().enumerate() {
+        let key = match (ev.project(), ev.stage(), ev.service()) {
+            (Some(p), Some(st), Some(sv)) => Some((p.to_string(), st.to_string(), sv.to_string())),
+            _ => None,
+        };
+        let g = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push((at, ev));
+    }
+    groups
 }
 
 /// One consumer's loop, like Lambda's SQS event source mapping: receive a
@@ -757,6 +811,80 @@ mod tests {
             .await
         });
         done
+    }
+
+    fn lane_ev(id: &str, service: &str) -> KeptnEvent {
+        KeptnEvent::new(
+            id.into(),
+            "t",
+            "sh.keptn.event.test.finished".into(),
+            "c",
+            serde_json::json!({"project": "p", "stage": "s", "service": service}),
+            Timestamp::from_millis(1),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lanes_are_handled_concurrently_and_each_lane_in_order_through_failures() {
+        let bus = MemoryBus::new(vec![Subscription::new("c", &["sh.keptn.>"])]);
+        bus.publish(&[
+            lane_ev("a1", "a"),
+            lane_ev("a2", "a"),
+            lane_ev("b1", "b"),
+            lane_ev("b2", "b"),
+            lane_ev("c1", "c"),
+        ])
+        .await
+        .unwrap();
+        let done = Arc::new(Mutex::new(Vec::<String>::new()));
+        let tries = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+        // a1 finishes only once b1 has: handled one lane after another, this
+        // would never happen.
+        let b1_done = Arc::new(Notify::new());
+        let (d, t, b) = (done.clone(), tries.clone(), b1_done.clone());
+        let _task = spawn_by_lane(bus.clone(), "c", Arc::new(Notify::new()), move |e| {
+            let (d, t, b) = (d.clone(), t.clone(), b.clone());
+            async move {
+                let n = {
+                    let mut t = t.lock().unwrap();
+                    let n = t.entry(e.id.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                match e.id.as_str() {
+                    "a1" if n == 1 => b.notified().await,
+                    // b2 fails twice: b1 and the other lanes are not redone
+                    // for it, and b2 still comes after b1.
+                    "b2" if n <= 2 => return Err((ErrorKind::Transient, "not yet".into())),
+                    _ => {}
+                }
+                d.lock().unwrap().push(e.id.clone());
+                if e.id == "b1" {
+                    b.notify_one();
+                }
+                Ok(())
+            }
+        });
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if done.lock().unwrap().contains(&"b2".to_string()) {
+                break;
+            }
+        }
+        let done = done.lock().unwrap().clone();
+        let pos = |id: &str| {
+            done.iter()
+                .position(|d| d == id)
+                .unwrap_or_else(|| panic!("{id} was never handled: {done:?}"))
+        };
+        assert!(pos("b1") < pos("a1"), "a1 waited for b1: {done:?}");
+        assert!(pos("a1") < pos("a2"), "lane a in order: {done:?}");
+        assert!(pos("b1") < pos("b2"), "lane b in order: {done:?}");
+        pos("c1");
+        let tries = tries.lock().unwrap();
+        assert_eq!(tries["b2"], 3, "b2 retried until it succeeded");
+        assert_eq!(tries["b1"], 1, "b1, before the failure, is not redone");
+        assert!(bus.dead_letters("c").is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,21 +88,23 @@ pub(crate) struct GroupCommit {
 }
 
 impl SqliteBus {
-    fn write_rows(&self, batch: &[Waiter]) -> StoreResult<()> {
-        self.store.write(|tx| {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
-                .db()?;
-            for (rows, _) in batch {
-                for (consumer, json) in rows {
-                    insert.execute([consumer.as_str(), json.as_str()]).db()?;
+    async fn write_rows(&self, batch: &[Waiter]) -> StoreResult<()> {
+        self.store
+            .write_async(|tx| {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
+                    .db()?;
+                for (rows, _) in batch {
+                    for (consumer, json) in rows {
+                        insert.execute([consumer.as_str(), json.as_str()]).db()?;
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            })
+            .await
     }
 
-    fn lead(&self) {
+    async fn lead(&self) {
         use std::sync::atomic::Ordering;
         let gc = &self.group;
         loop {
@@ -115,7 +117,7 @@ impl SqliteBus {
                 }
                 continue;
             }
-            let outcome = self.write_rows(&batch).map_err(|e| e.to_string());
+            let outcome = self.write_rows(&batch).await.map_err(|e| e.to_string());
             for (_, reply) in batch {
                 let _ = reply.send(outcome.clone());
             }
@@ -142,7 +144,7 @@ impl EventBus for SqliteBus {
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&self.group.waiting).push((rows, tx));
         if !self.group.leader.swap(true, Ordering::SeqCst) {
-            self.lead();
+            self.lead().await;
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -159,7 +161,9 @@ impl Queue for SqliteBus {
         if max == 0 {
             return Ok(Vec::new());
         }
-        // Held across the read so that concurrent receivers never get the same delivery.
+        // Held across the read so that concurrent receivers never get the same
+        // delivery; taken after the connection's turn, so no await holds it.
+        let _turn = self.store.read_turn().await?;
         let rows: Vec<(i64, String)> = {
             let mut delivered = lock(&self.store.inner.delivered);
             let after = delivered.get(consumer).copied().unwrap_or(0);
@@ -204,15 +208,17 @@ impl Queue for SqliteBus {
         if receipts.is_empty() {
             return Ok(());
         }
-        self.store.write(|tx| {
-            let mut del = tx
-                .prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
-                .db()?;
-            for r in receipts {
-                del.execute(params![consumer, *r as i64]).db()?;
-            }
-            Ok(())
-        })
+        self.store
+            .write_async(|tx| {
+                let mut del = tx
+                    .prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
+                    .db()?;
+                for r in receipts {
+                    del.execute(params![consumer, *r as i64]).db()?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn release(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
@@ -225,25 +231,27 @@ impl Queue for SqliteBus {
     }
 
     async fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> StoreResult<()> {
-        self.store.write(|tx| {
-            let moved = tx
-                .prepare_cached(
-                    "INSERT INTO dead_letters (seq, consumer, json, reason) \
+        self.store
+            .write_async(|tx| {
+                let moved = tx
+                    .prepare_cached(
+                        "INSERT INTO dead_letters (seq, consumer, json, reason) \
                      SELECT seq, consumer, json, ?3 FROM queue WHERE consumer = ?1 AND seq = ?2",
-                )
-                .db()?
-                .execute(params![consumer, receipt as i64, reason])
-                .db()?;
-            if moved == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "delivery {receipt} of {consumer}"
-                )));
-            }
-            tx.prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
-                .db()?
-                .execute(params![consumer, receipt as i64])
-                .db()?;
-            Ok(())
-        })
+                    )
+                    .db()?
+                    .execute(params![consumer, receipt as i64, reason])
+                    .db()?;
+                if moved == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "delivery {receipt} of {consumer}"
+                    )));
+                }
+                tx.prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
+                    .db()?
+                    .execute(params![consumer, receipt as i64])
+                    .db()?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -212,7 +212,7 @@ impl EventStore for SqliteStore {
         if events.is_empty() {
             return Ok(0);
         }
-        self.write(|tx| {
+        self.write_async(|tx| {
             let mut root_of = tx
                 .prepare_cached(
                     "SELECT seq, time FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1",
@@ -259,7 +259,7 @@ impl EventStore for SqliteStore {
                 }
             }
             Ok(added)
-        })
+        }).await
     }
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {
@@ -270,7 +270,7 @@ impl EventStore for SqliteStore {
             q.page_size
         };
         let cond = w.sql();
-        self.read(|tx| {
+        self.read_async(|tx| {
             let mut args = w.args.clone();
             args.extend([int(page_size), int(q.offset)]);
             let events = events_of(tx, &page_sql(&cond), args)?;
@@ -292,6 +292,7 @@ impl EventStore for SqliteStore {
                 total_count,
             })
         })
+        .await
     }
 
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
@@ -304,11 +305,12 @@ impl EventStore for SqliteStore {
         let sql = type_sql(&w.sql());
         let mut args = w.args;
         args.push(int(limit));
-        self.read(|tx| events_of(tx, &sql, args))
+        self.read_async(|tx| events_of(tx, &sql, args)).await
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
-        self.write(|tx| delete_events(tx, "time < ?1", Value::Integer(before.millis())))
+        self.write_async(|tx| delete_events(tx, "time < ?1", Value::Integer(before.millis())))
+            .await
     }
 }
 
@@ -397,6 +399,23 @@ mod tests {
         let p = plan(&type_sql(&w.sql()), w.args.len() + 1);
         assert!(
             p.contains("events_context") && p.contains("events_triggeredid"),
+            "{p}"
+        );
+        // The lighthouse's previous evaluations: one service's events of the
+        // type, newest first, without walking the project's other services.
+        let w = type_filter(&TypeQuery {
+            ty: "sh.keptn.event.evaluation.finished".into(),
+            filter: keelson_core::query::parse_filter(
+                "data.project:p AND data.stage:s AND data.service:svc AND data.result:pass,warning",
+            )
+            .unwrap(),
+            exclude_invalidated: true,
+            from_time: None,
+            limit: 4,
+        });
+        let p = plan(&type_sql(&w.sql()), w.args.len() + 1);
+        assert!(
+            p.contains("events_type_scope") && !p.contains("TEMP B-TREE"),
             "{p}"
         );
     }

@@ -73,7 +73,7 @@ fn read_point(tx: &Transaction<'_>, project: &str, at: Option<&str>) -> StoreRes
 impl ProjectStore for SqliteStore {
     async fn create_project(&self, p: &Project, now: Timestamp) -> StoreResult<String> {
         let json = to_json(p)?;
-        self.write(|tx| {
+        self.write_async(|tx| {
             if project_exists(tx, &p.name)? {
                 return Err(StoreError::AlreadyExists(format!("project {}", p.name)));
             }
@@ -92,16 +92,19 @@ impl ProjectStore for SqliteStore {
                 now,
             )
         })
+        .await
     }
 
     async fn get_project(&self, name: &str) -> StoreResult<Option<Versioned<Project>>> {
-        let row: Option<(i64, String)> = self.read(|tx| {
-            tx.prepare_cached("SELECT version, json FROM projects WHERE name = ?1")
-                .db()?
-                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .db()
-        })?;
+        let row: Option<(i64, String)> = self
+            .read_async(|tx| {
+                tx.prepare_cached("SELECT version, json FROM projects WHERE name = ?1")
+                    .db()?
+                    .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .db()
+            })
+            .await?;
         row.map(|(version, json)| {
             Ok(Versioned {
                 version: version as u64,
@@ -112,19 +115,21 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
-        let rows: Vec<String> = self.read(|tx| {
-            let mut stmt = tx
-                .prepare_cached("SELECT json FROM projects ORDER BY name")
-                .db()?;
-            let rows = stmt.query_map([], |r| r.get(0)).db()?;
-            rows.collect::<Result<_, _>>().db()
-        })?;
+        let rows: Vec<String> = self
+            .read_async(|tx| {
+                let mut stmt = tx
+                    .prepare_cached("SELECT json FROM projects ORDER BY name")
+                    .db()?;
+                let rows = stmt.query_map([], |r| r.get(0)).db()?;
+                rows.collect::<Result<_, _>>().db()
+            })
+            .await?;
         rows.iter().map(|j| from_json(j)).collect()
     }
 
     async fn update_project(&self, p: &Project, expected_version: u64) -> StoreResult<()> {
         let json = to_json(p)?;
-        self.write(|tx| {
+        self.write_async(|tx| {
             let version: Option<i64> = tx
                 .prepare_cached("SELECT version FROM projects WHERE name = ?1")
                 .db()?
@@ -145,10 +150,11 @@ impl ProjectStore for SqliteStore {
                 }
             }
         })
+        .await
     }
 
     async fn delete_project(&self, name: &str) -> StoreResult<bool> {
-        self.write(|tx| {
+        self.write_async(|tx| {
             if !project_exists(tx, name)? {
                 return Ok(false);
             }
@@ -166,6 +172,7 @@ impl ProjectStore for SqliteStore {
             delete_events(tx, "project = ?1", Value::Text(name.to_string()))?;
             Ok(true)
         })
+        .await
     }
 }
 
@@ -177,12 +184,13 @@ impl ResourceStore for SqliteStore {
         changes: &[Change],
         now: Timestamp,
     ) -> StoreResult<String> {
-        self.write(|tx| {
+        self.write_async(|tx| {
             if !project_exists(tx, project)? {
                 return Err(StoreError::NotFound(format!("project {project}")));
             }
             commit(tx, project, scope, changes, now)
         })
+        .await
     }
 
     async fn read_resource(
@@ -192,7 +200,7 @@ impl ResourceStore for SqliteStore {
         uri: &str,
         at: Option<&str>,
     ) -> StoreResult<Option<Resource>> {
-        self.read(|tx| {
+        self.read_async(|tx| {
             let Some(seq) = read_point(tx, project, at)? else {
                 return Ok(None);
             };
@@ -218,6 +226,7 @@ impl ResourceStore for SqliteStore {
                 _ => None,
             })
         })
+        .await
     }
 
     async fn list_resources(
@@ -226,7 +235,7 @@ impl ResourceStore for SqliteStore {
         scope: &Scope,
         at: Option<&str>,
     ) -> StoreResult<Vec<(String, String)>> {
-        self.read(|tx| {
+        self.read_async(|tx| {
             let Some(seq) = read_point(tx, project, at)? else {
                 return Ok(Vec::new());
             };
@@ -247,23 +256,25 @@ impl ResourceStore for SqliteStore {
                 .db()?;
             rows.collect::<Result<_, _>>().db()
         })
+        .await
     }
 
     async fn latest_commit(&self, project: &str) -> StoreResult<Option<String>> {
-        self.read(|tx| {
+        self.read_async(|tx| {
             tx.prepare_cached("SELECT id FROM commits WHERE project = ?1 ORDER BY seq DESC LIMIT 1")
                 .db()?
                 .query_row([project], |r| r.get(0))
                 .optional()
                 .db()
         })
+        .await
     }
 }
 
 impl IntegrationStore for SqliteStore {
     async fn put_integration(&self, i: &Integration) -> StoreResult<bool> {
         let json = to_json(i)?;
-        self.write(|tx| {
+        self.write_async(|tx| {
             let existed = tx
                 .prepare_cached("SELECT 1 FROM integrations WHERE id = ?1")
                 .db()?
@@ -277,32 +288,37 @@ impl IntegrationStore for SqliteStore {
             .db()?;
             Ok(!existed)
         })
+        .await
     }
 
     async fn get_integration(&self, id: &str) -> StoreResult<Option<Integration>> {
-        let json: Option<String> = self.read(|tx| {
-            tx.prepare_cached("SELECT json FROM integrations WHERE id = ?1")
-                .db()?
-                .query_row([id], |r| r.get(0))
-                .optional()
-                .db()
-        })?;
+        let json: Option<String> = self
+            .read_async(|tx| {
+                tx.prepare_cached("SELECT json FROM integrations WHERE id = ?1")
+                    .db()?
+                    .query_row([id], |r| r.get(0))
+                    .optional()
+                    .db()
+            })
+            .await?;
         json.map(|j| from_json(&j)).transpose()
     }
 
     async fn list_integrations(&self) -> StoreResult<Vec<Integration>> {
-        let rows: Vec<String> = self.read(|tx| {
-            let mut stmt = tx
-                .prepare_cached("SELECT json FROM integrations ORDER BY name, id")
-                .db()?;
-            let rows = stmt.query_map([], |r| r.get(0)).db()?;
-            rows.collect::<Result<_, _>>().db()
-        })?;
+        let rows: Vec<String> = self
+            .read_async(|tx| {
+                let mut stmt = tx
+                    .prepare_cached("SELECT json FROM integrations ORDER BY name, id")
+                    .db()?;
+                let rows = stmt.query_map([], |r| r.get(0)).db()?;
+                rows.collect::<Result<_, _>>().db()
+            })
+            .await?;
         rows.iter().map(|j| from_json(j)).collect()
     }
 
     async fn delete_integration(&self, id: &str) -> StoreResult<bool> {
-        self.write(|tx| {
+        self.write_async(|tx| {
             let n = tx
                 .prepare_cached("DELETE FROM integrations WHERE id = ?1")
                 .db()?
@@ -310,5 +326,6 @@ impl IntegrationStore for SqliteStore {
                 .db()?;
             Ok(n > 0)
         })
+        .await
     }
 }

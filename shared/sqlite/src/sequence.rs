@@ -37,7 +37,7 @@ fn and_eq(sql: &mut String, args: &mut Vec<Value>, col: &str, v: &Option<String>
 
 impl SequenceStore for SqliteStore {
     async fn load_lane(&self, key: &LaneKey) -> StoreResult<Option<Versioned<LaneState>>> {
-        let row: Option<(i64, String)> = self.read(|tx| {
+        let row: Option<(i64, String)> = self.read_async(|tx| {
             tx.prepare_cached(
                 "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
             )
@@ -47,7 +47,7 @@ impl SequenceStore for SqliteStore {
             })
             .optional()
             .db()
-        })?;
+        }).await?;
         row.map(|(version, state)| {
             Ok(Versioned {
                 version: version as u64,
@@ -69,7 +69,7 @@ impl SequenceStore for SqliteStore {
             .collect::<StoreResult<_>>()?;
         let open: Vec<&KeptnEvent> = sequence::open_triggers(c.state);
         let key = c.key;
-        self.write(|tx| {
+        self.write_async(|tx| {
             let applied = tx
                 .prepare_cached("SELECT 1 FROM applied WHERE consumer = ?1 AND cause_id = ?2")
                 .db()?
@@ -162,7 +162,7 @@ impl SequenceStore for SqliteStore {
                 .db()?;
             }
             Ok(())
-        })
+        }).await
     }
 
     async fn record_applied(
@@ -173,7 +173,7 @@ impl SequenceStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let effects = to_json(&effects)?;
-        self.write(|tx| {
+        self.write_async(|tx| {
             let n = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO applied (consumer, cause_id, effects, applied_at) VALUES (?1, ?2, ?3, ?4)",
@@ -182,23 +182,25 @@ impl SequenceStore for SqliteStore {
                 .execute(params![consumer, cause_id, effects, now.millis()])
                 .db()?;
             Ok(n == 1)
-        })
+        }).await
     }
 
     async fn recent_effects(&self, consumer: &str, window_ms: i64) -> StoreResult<Vec<KeptnEvent>> {
-        let rows: Vec<String> = self.read(|tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT effects FROM applied WHERE consumer = ?1 AND applied_at >= \
+        let rows: Vec<String> = self
+            .read_async(|tx| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT effects FROM applied WHERE consumer = ?1 AND applied_at >= \
                      (SELECT MAX(applied_at) FROM applied WHERE consumer = ?1) - ?2 \
                      ORDER BY applied_at, cause_id",
-                )
-                .db()?;
-            let rows = stmt
-                .query_map(params![consumer, window_ms], |r| r.get::<_, String>(0))
-                .db()?;
-            rows.collect::<Result<_, _>>().db()
-        })?;
+                    )
+                    .db()?;
+                let rows = stmt
+                    .query_map(params![consumer, window_ms], |r| r.get::<_, String>(0))
+                    .db()?;
+                rows.collect::<Result<_, _>>().db()
+            })
+            .await?;
         let mut out = Vec::new();
         for json in rows {
             let effects: Vec<KeptnEvent> = from_json(&json)?;
@@ -208,7 +210,7 @@ impl SequenceStore for SqliteStore {
     }
 
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
-        self.write(|tx| {
+        self.write_async(|tx| {
             let n = tx
                 .prepare_cached("DELETE FROM applied WHERE applied_at < ?1")
                 .db()?
@@ -216,6 +218,7 @@ impl SequenceStore for SqliteStore {
                 .db()?;
             Ok(n as u64)
         })
+        .await
     }
 
     async fn applied_effects(
@@ -223,18 +226,22 @@ impl SequenceStore for SqliteStore {
         consumer: &str,
         cause_id: &str,
     ) -> StoreResult<Option<Vec<KeptnEvent>>> {
-        let json: Option<String> = self.read(|tx| {
-            tx.prepare_cached("SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2")
+        let json: Option<String> = self
+            .read_async(|tx| {
+                tx.prepare_cached(
+                    "SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2",
+                )
                 .db()?
                 .query_row([consumer, cause_id], |r| r.get(0))
                 .optional()
                 .db()
-        })?;
+            })
+            .await?;
         json.map(|j| from_json(&j)).transpose()
     }
 
     async fn due_lanes(&self, now: Timestamp) -> StoreResult<Vec<LaneKey>> {
-        self.read(|tx| {
+        self.read_async(|tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT project, stage, service FROM lanes \
@@ -253,6 +260,7 @@ impl SequenceStore for SqliteStore {
                 .db()?;
             rows.collect::<Result<_, _>>().db()
         })
+        .await
     }
 
     async fn list_executions(&self, f: &ExecutionFilter) -> StoreResult<Vec<Execution>> {
@@ -265,7 +273,7 @@ impl SequenceStore for SqliteStore {
             sql.push_str(" AND active = 1");
         }
         sql.push_str(" ORDER BY triggered_at, id");
-        self.read(|tx| json_rows(tx, &sql, args))
+        self.read_async(|tx| json_rows(tx, &sql, args)).await
     }
 
     async fn open_triggers(&self, f: &OpenTriggerFilter) -> StoreResult<Vec<KeptnEvent>> {
@@ -276,7 +284,7 @@ impl SequenceStore for SqliteStore {
         and_eq(&mut sql, &mut args, "service", &f.service);
         and_eq(&mut sql, &mut args, "event_id", &f.event_id);
         sql.push_str(" ORDER BY time, event_id");
-        self.read(|tx| json_rows(tx, &sql, args))
+        self.read_async(|tx| json_rows(tx, &sql, args)).await
     }
 
     async fn set_paused(
@@ -287,7 +295,7 @@ impl SequenceStore for SqliteStore {
         paused: bool,
     ) -> StoreResult<()> {
         let stage_key = stage.unwrap_or_default();
-        self.write(|tx| {
+        self.write_async(|tx| {
             let sql = match (paused, stage) {
                 (true, _) => {
                     "INSERT OR IGNORE INTO pauses (project, keptn_context, stage) VALUES (?1, ?2, ?3)"
@@ -305,7 +313,7 @@ impl SequenceStore for SqliteStore {
                 .execute([project, keptn_context, stage_key])
                 .db()?;
             Ok(())
-        })
+        }).await
     }
 
     async fn is_paused(
@@ -314,13 +322,13 @@ impl SequenceStore for SqliteStore {
         keptn_context: &str,
         stage: &str,
     ) -> StoreResult<bool> {
-        self.read(|tx| {
+        self.read_async(|tx| {
             tx.prepare_cached(
                 "SELECT 1 FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND stage IN ('', ?3)",
             )
             .db()?
             .exists([project, keptn_context, stage])
             .db()
-        })
+        }).await
     }
 }

@@ -457,3 +457,94 @@ async fn concurrent_publishes_are_group_committed_each_once_in_per_publisher_ord
         assert_eq!(mine.len(), 25);
     }
 }
+
+/// Under a steady stream of writes (with queries in between) the write-ahead
+/// log is rewound and stays bounded: passive checkpoints alone never caught
+/// up, and the log grew with everything ever written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    let wal = dir.path().join("keelson.db-wal");
+    let filler = "x".repeat(6_000);
+    let mut largest = 0u64;
+    let mut written = 0usize;
+    let mut n = 0;
+    // About 48 MB of event text in batches, written for at least 2 seconds
+    // (several checkpoint periods).
+    let started = std::time::Instant::now();
+    while written < 48_000_000 || started.elapsed() < std::time::Duration::from_secs(2) {
+        let batch: Vec<KeptnEvent> = (0..40)
+            .map(|_| {
+                n += 1;
+                let mut e = ev(
+                    &format!("e{n}"),
+                    "sh.keptn.event.test.finished",
+                    &format!("c{}", n % 97),
+                    n,
+                );
+                e.data["filler"] = json!(filler);
+                e
+            })
+            .collect();
+        written += batch.iter().map(|e| e.to_json().len()).sum::<usize>();
+        store.insert_events(&batch).await.unwrap();
+        store
+            .query_events(&EventQuery {
+                keptn_context: Some(format!("c{}", n % 97)),
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    assert!(written >= 48_000_000);
+    assert!(
+        largest < 40_000_000,
+        "the log reached {largest} bytes for {written} bytes of events"
+    );
+    let total = store
+        .query_events(&EventQuery {
+            page_size: 1,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap()
+        .total_count;
+    assert_eq!(total, n as usize, "every event is stored");
+}
+
+/// A version-1 file (before the scoped type index) is migrated in place on
+/// opening, keeping its events.
+#[tokio::test]
+async fn a_version_1_file_is_migrated_keeping_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&db(&dir));
+    s.insert_events(&[ev("e1", "sh.keptn.event.evaluation.finished", "c1", 1)])
+        .await
+        .unwrap();
+    drop(s);
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.execute_batch("DROP INDEX events_type_scope; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+
+    let s = open(&db(&dir));
+    let page = s.query_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].id, "e1");
+    drop(s);
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let indexed: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_type_scope'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, 1);
+}
