@@ -11,7 +11,8 @@ use keelson_aws::provision::{provision, Template, TEMPLATE};
 use keelson_aws::sqs::{Consumer, DeadLetterQueue, Poller, PollerConfig, SqsClient};
 use keelson_aws::{clients, Settings};
 use keelson_lambda::{
-    DatastoreConsumer, Env, LighthouseConsumer, PrometheusConsumer, ShipyardConsumer,
+    ApprovalConsumer, DatastoreConsumer, Env, LighthouseConsumer, PrometheusConsumer,
+    ShipyardConsumer,
 };
 use keelson_shipyard::Orchestrator;
 use std::sync::Arc;
@@ -122,6 +123,17 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         ));
         tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
             LighthouseConsumer(lh.clone())
+        }));
+    }
+    if opts.functions.approval {
+        let (q, dlq) = queues(keelson_approval::CONSUMER).await?;
+        let a = Arc::new(keelson_approval::Approval::new(
+            env.store.clone(),
+            observed(),
+            opts.clock.clone(),
+        ));
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            ApprovalConsumer(a.clone())
         }));
     }
     if opts.functions.prometheus {

@@ -148,11 +148,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "KEELSON_HOST")]
     host: IpAddr,
-    /// Functions to run in this process: api, shipyard, datastore, lighthouse, prometheus.
+    /// Functions to run in this process: api, shipyard, datastore, lighthouse, approval, prometheus.
     #[arg(
         long,
         env = "KEELSON_FUNCTIONS",
-        default_value = "api,shipyard,datastore,lighthouse"
+        default_value = "api,shipyard,datastore,lighthouse,approval"
     )]
     functions: String,
     /// SLI provider of projects that configure none (`keelson configure monitoring`).

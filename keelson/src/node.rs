@@ -28,33 +28,37 @@ pub struct FunctionSet {
     pub datastore: bool,
     /// SLO quality gates.
     pub lighthouse: bool,
+    /// Approval tasks.
+    pub approval: bool,
     /// The Prometheus SLI provider (off unless asked for: a project may use an
     /// external provider that answers the same events).
     pub prometheus: bool,
 }
 
 /// Names `--functions` accepts.
-const KNOWN: &str = "api, shipyard, datastore, lighthouse, prometheus";
+const KNOWN: &str = "api, shipyard, datastore, lighthouse, approval, prometheus";
 
 impl FunctionSet {
-    /// The control plane: api, shipyard, datastore and lighthouse.
+    /// The control plane: api, shipyard, datastore, lighthouse and approval.
     pub fn all() -> Self {
         FunctionSet {
             api: true,
             shipyard: true,
             datastore: true,
             lighthouse: true,
+            approval: true,
             prometheus: false,
         }
     }
 
-    /// Parses `api,shipyard,datastore,lighthouse,prometheus`.
+    /// Parses `api,shipyard,datastore,lighthouse,approval,prometheus`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut f = FunctionSet {
             api: false,
             shipyard: false,
             datastore: false,
             lighthouse: false,
+            approval: false,
             prometheus: false,
         };
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -63,11 +67,12 @@ impl FunctionSet {
                 "shipyard" => f.shipyard = true,
                 "datastore" => f.datastore = true,
                 "lighthouse" => f.lighthouse = true,
+                "approval" => f.approval = true,
                 "prometheus" => f.prometheus = true,
                 o => return Err(format!("unknown function {o:?} (known: {KNOWN})")),
             }
         }
-        if !(f.api || f.shipyard || f.datastore || f.lighthouse || f.prometheus) {
+        if !(f.api || f.shipyard || f.datastore || f.lighthouse || f.approval || f.prometheus) {
             return Err(format!("no function selected (known: {KNOWN})"));
         }
         Ok(f)
@@ -180,6 +185,9 @@ impl Node {
         }
         if opts.functions.lighthouse || shared {
             subs.push(keelson_lighthouse::subscription());
+        }
+        if opts.functions.approval || shared {
+            subs.push(keelson_approval::subscription());
         }
         if opts.functions.prometheus {
             subs.push(keelson_prometheus::subscription());
@@ -462,6 +470,27 @@ where
                 let lh = lh.clone();
                 async move {
                     lh.process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (e.kind(), e.to_string()))
+                }
+            },
+        ));
+    }
+    if opts.functions.approval {
+        let approval = Arc::new(keelson_approval::Approval::new(
+            store.clone(),
+            bus.clone(),
+            opts.clock.clone(),
+        ));
+        tasks.push(spawn_by_lane(
+            queue.clone(),
+            keelson_approval::CONSUMER,
+            wake[keelson_approval::CONSUMER].clone(),
+            move |ev: KeptnEvent| {
+                let a = approval.clone();
+                async move {
+                    a.process(&ev)
                         .await
                         .map(|_| ())
                         .map_err(|e| (e.kind(), e.to_string()))

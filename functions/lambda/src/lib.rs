@@ -77,6 +77,17 @@ impl Env {
         ))
     }
 
+    /// The approval function.
+    pub fn approval(
+        &self,
+    ) -> Arc<keelson_approval::Approval<DynamoStore, EventBridgeBus, SystemClock>> {
+        Arc::new(keelson_approval::Approval::new(
+            self.store.clone(),
+            self.bus.clone(),
+            SystemClock,
+        ))
+    }
+
     /// The Prometheus SLI provider.
     pub fn prometheus(
         &self,
@@ -226,6 +237,26 @@ pub struct LighthouseConsumer<S, B, C>(pub Arc<keelson_lighthouse::Lighthouse<S,
 impl<S: Store, B: EventBus, C: Clock> Consumer for LighthouseConsumer<S, B, C> {
     fn subscription(&self) -> Subscription {
         keelson_lighthouse::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        one_by_one(events, |ev| async move {
+            self.0
+                .process(&ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
+        .await
+    }
+}
+
+/// The approval function as a queue consumer.
+pub struct ApprovalConsumer<S, B, C>(pub Arc<keelson_approval::Approval<S, B, C>>);
+
+impl<S: Store, B: EventBus, C: Clock> Consumer for ApprovalConsumer<S, B, C> {
+    fn subscription(&self) -> Subscription {
+        keelson_approval::subscription()
     }
 
     async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {

@@ -2,7 +2,13 @@
 //! `!Sub "${AWS::StackName}-…"`), the provisioning and the functions' settings.
 
 /// The functions fed from a queue, in the template's order.
-pub const QUEUE_FUNCTIONS: &[&str] = &["shipyard", "datastore", "lighthouse", "prometheus"];
+pub const QUEUE_FUNCTIONS: &[&str] = &[
+    "shipyard",
+    "datastore",
+    "lighthouse",
+    "approval",
+    "prometheus",
+];
 
 /// Environment variable: the DynamoDB table.
 pub const ENV_TABLE: &str = "KEELSON_TABLE";
