@@ -53,6 +53,11 @@ enum Cmd {
     /// Read events or sequences.
     #[command(subcommand)]
     Get(GetCmd),
+    /// Approve an open approval: sends approval.finished with result pass.
+    /// Without --id, answers the only approval open in the scope.
+    Approve(ApprovalArgs),
+    /// Decline an open approval: sends approval.finished with result fail, which ends the sequence.
+    Decline(ApprovalArgs),
     /// Pause a sequence.
     Pause(ControlTarget),
     /// Resume a sequence.
@@ -331,6 +336,15 @@ enum GetCmd {
         #[arg(long = "page-size", default_value_t = 20)]
         page_size: usize,
     },
+    /// Open approvals, with the result and evaluation score before each.
+    Approvals {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Sequence states of a project.
     Sequence {
         #[arg(long)]
@@ -338,6 +352,32 @@ enum GetCmd {
         #[arg(long = "keptn-context")]
         keptn_context: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct ApprovalArgs {
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long)]
+    service: Option<String>,
+    /// The approval.triggered id (see `keelson get approvals`).
+    #[arg(long)]
+    id: Option<String>,
+    /// A note kept with the answer (data.message).
+    #[arg(long)]
+    message: Option<String>,
+}
+
+impl ApprovalArgs {
+    fn scope(&self) -> keelson::approvals::Scope {
+        keelson::approvals::Scope {
+            project: self.project.clone(),
+            stage: self.stage.clone(),
+            service: self.service.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -707,6 +747,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .sequences(project, keptn_context.as_deref())
                 .await?;
             print(&Value::Array(states));
+            Ok(())
+        }
+        Cmd::Get(GetCmd::Approvals {
+            project,
+            stage,
+            service,
+        }) => {
+            let scope = keelson::approvals::Scope {
+                project: project.clone(),
+                stage: stage.clone(),
+                service: service.clone(),
+            };
+            let open = keelson::approvals::open(&client(&cli)?, &scope).await?;
+            if open.is_empty() {
+                outln!("No open approval.");
+            } else {
+                write_out(&keelson::approvals::table(&open));
+            }
+            Ok(())
+        }
+        Cmd::Approve(a) | Cmd::Decline(a) => {
+            let approve = matches!(cli.cmd, Cmd::Approve(_));
+            let done = keelson::approvals::answer(
+                &client(&cli)?,
+                &a.scope(),
+                a.id.as_deref(),
+                approve,
+                a.message.as_deref(),
+            )
+            .await?;
+            outln!("{done}");
             Ok(())
         }
         Cmd::Pause(t) => control(&cli, t, "pause").await,
