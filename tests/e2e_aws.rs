@@ -67,6 +67,12 @@ mod approval {
     include!("scenarios/approval.rs");
 }
 
+mod remediation {
+    //! The remediation scenarios, with the remediation function fed from its queue.
+    use super::start;
+    include!("scenarios/remediation.rs");
+}
+
 mod at_least_once {
     //! What SQS and EventBridge may do — deliver twice, out of order, to two
     //! consumers at once, to a handler that dies half-way — against the real

@@ -12,7 +12,7 @@ use keelson_aws::sqs::{Consumer, DeadLetterQueue, Poller, PollerConfig, SqsClien
 use keelson_aws::{clients, Settings};
 use keelson_lambda::{
     ApprovalConsumer, DatastoreConsumer, Env, LighthouseConsumer, PrometheusConsumer,
-    ShipyardConsumer,
+    RemediationConsumer, ShipyardConsumer,
 };
 use keelson_shipyard::Orchestrator;
 use std::sync::Arc;
@@ -134,6 +134,17 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         ));
         tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
             ApprovalConsumer(a.clone())
+        }));
+    }
+    if opts.functions.remediation {
+        let (q, dlq) = queues(keelson_remediation::CONSUMER).await?;
+        let r = Arc::new(keelson_remediation::Remediation::new(
+            env.store.clone(),
+            observed(),
+            opts.clock.clone(),
+        ));
+        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+            RemediationConsumer(r.clone())
         }));
     }
     if opts.functions.prometheus {

@@ -153,11 +153,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "KEELSON_HOST")]
     host: IpAddr,
-    /// Functions to run in this process: api, shipyard, datastore, lighthouse, approval, prometheus.
+    /// Functions to run in this process: api, shipyard, datastore, lighthouse, approval, remediation, prometheus.
     #[arg(
         long,
         env = "KEELSON_FUNCTIONS",
-        default_value = "api,shipyard,datastore,lighthouse,approval"
+        default_value = "api,shipyard,datastore,lighthouse,approval,remediation"
     )]
     functions: String,
     /// SLI provider of projects that configure none (`keelson configure monitoring`).

@@ -30,16 +30,18 @@ pub struct FunctionSet {
     pub lighthouse: bool,
     /// Approval tasks.
     pub approval: bool,
+    /// Remediation actions (get-action).
+    pub remediation: bool,
     /// The Prometheus SLI provider (off unless asked for: a project may use an
     /// external provider that answers the same events).
     pub prometheus: bool,
 }
 
 /// Names `--functions` accepts.
-const KNOWN: &str = "api, shipyard, datastore, lighthouse, approval, prometheus";
+const KNOWN: &str = "api, shipyard, datastore, lighthouse, approval, remediation, prometheus";
 
 impl FunctionSet {
-    /// The control plane: api, shipyard, datastore, lighthouse and approval.
+    /// The control plane: api, shipyard, datastore, lighthouse, approval and remediation.
     pub fn all() -> Self {
         FunctionSet {
             api: true,
@@ -47,11 +49,12 @@ impl FunctionSet {
             datastore: true,
             lighthouse: true,
             approval: true,
+            remediation: true,
             prometheus: false,
         }
     }
 
-    /// Parses `api,shipyard,datastore,lighthouse,approval,prometheus`.
+    /// Parses `api,shipyard,datastore,lighthouse,approval,remediation,prometheus`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut f = FunctionSet {
             api: false,
@@ -59,6 +62,7 @@ impl FunctionSet {
             datastore: false,
             lighthouse: false,
             approval: false,
+            remediation: false,
             prometheus: false,
         };
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -68,11 +72,19 @@ impl FunctionSet {
                 "datastore" => f.datastore = true,
                 "lighthouse" => f.lighthouse = true,
                 "approval" => f.approval = true,
+                "remediation" => f.remediation = true,
                 "prometheus" => f.prometheus = true,
                 o => return Err(format!("unknown function {o:?} (known: {KNOWN})")),
             }
         }
-        if !(f.api || f.shipyard || f.datastore || f.lighthouse || f.approval || f.prometheus) {
+        if !(f.api
+            || f.shipyard
+            || f.datastore
+            || f.lighthouse
+            || f.approval
+            || f.remediation
+            || f.prometheus)
+        {
             return Err(format!("no function selected (known: {KNOWN})"));
         }
         Ok(f)
@@ -188,6 +200,9 @@ impl Node {
         }
         if opts.functions.approval || shared {
             subs.push(keelson_approval::subscription());
+        }
+        if opts.functions.remediation || shared {
+            subs.push(keelson_remediation::subscription());
         }
         if opts.functions.prometheus {
             subs.push(keelson_prometheus::subscription());
@@ -491,6 +506,27 @@ where
                 let a = approval.clone();
                 async move {
                     a.process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (e.kind(), e.to_string()))
+                }
+            },
+        ));
+    }
+    if opts.functions.remediation {
+        let remediation = Arc::new(keelson_remediation::Remediation::new(
+            store.clone(),
+            bus.clone(),
+            opts.clock.clone(),
+        ));
+        tasks.push(spawn_by_lane(
+            queue.clone(),
+            keelson_remediation::CONSUMER,
+            wake[keelson_remediation::CONSUMER].clone(),
+            move |ev: KeptnEvent| {
+                let r = remediation.clone();
+                async move {
+                    r.process(&ev)
                         .await
                         .map(|_| ())
                         .map_err(|e| (e.kind(), e.to_string()))

@@ -244,8 +244,35 @@ impl Activity {
             "creationDate": creation_date(svc.creation_date),
             "deployedImage": image.unwrap_or_default(),
             "lastEventTypes": last_types,
-            "openRemediations": [],
+            "openRemediations": self.open_remediations(stage, &svc.name),
         })
+    }
+
+    /// Remediation sequences of the lane that have not ended (Keptn's
+    /// `models.Remediation`): the latest event, and the action chosen by the
+    /// latest `get-action` of the sequence, once there is one.
+    fn open_remediations(&self, stage: &str, service: &str) -> Value {
+        let open: Vec<Value> = self
+            .lane(stage, service)
+            .filter(|e| e.sequence == "remediation" && !e.state.is_terminal())
+            .map(|e| {
+                let action = e
+                    .previous_tasks
+                    .iter()
+                    .rev()
+                    .find(|t| t.name == "get-action")
+                    .and_then(|t| t.properties.pointer("/action/action"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let (ty, id, time) = match &e.latest_event {
+                    Some(ev) => (ev.ty.clone(), ev.id.clone(), ev.time),
+                    None => (String::new(), String::new(), e.triggered_at),
+                };
+                json!({"type": ty, "eventId": id, "keptnContext": e.keptn_context,
+                       "time": creation_date(time), "action": action})
+            })
+            .collect();
+        Value::Array(open)
     }
 
     fn last_event_context(&self, stage: Option<&str>) -> Value {

@@ -88,6 +88,17 @@ impl Env {
         ))
     }
 
+    /// The remediation function.
+    pub fn remediation(
+        &self,
+    ) -> Arc<keelson_remediation::Remediation<DynamoStore, EventBridgeBus, SystemClock>> {
+        Arc::new(keelson_remediation::Remediation::new(
+            self.store.clone(),
+            self.bus.clone(),
+            SystemClock,
+        ))
+    }
+
     /// The Prometheus SLI provider.
     pub fn prometheus(
         &self,
@@ -257,6 +268,26 @@ pub struct ApprovalConsumer<S, B, C>(pub Arc<keelson_approval::Approval<S, B, C>
 impl<S: Store, B: EventBus, C: Clock> Consumer for ApprovalConsumer<S, B, C> {
     fn subscription(&self) -> Subscription {
         keelson_approval::subscription()
+    }
+
+    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+        one_by_one(events, |ev| async move {
+            self.0
+                .process(&ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
+        })
+        .await
+    }
+}
+
+/// The remediation function as a queue consumer.
+pub struct RemediationConsumer<S, B, C>(pub Arc<keelson_remediation::Remediation<S, B, C>>);
+
+impl<S: Store, B: EventBus, C: Clock> Consumer for RemediationConsumer<S, B, C> {
+    fn subscription(&self) -> Subscription {
+        keelson_remediation::subscription()
     }
 
     async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {

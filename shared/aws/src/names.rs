@@ -7,6 +7,7 @@ pub const QUEUE_FUNCTIONS: &[&str] = &[
     "datastore",
     "lighthouse",
     "approval",
+    "remediation",
     "prometheus",
 ];
 

@@ -15,6 +15,7 @@ pub mod merge;
 pub mod ports;
 pub mod project;
 pub mod query;
+pub mod remediation;
 pub mod resource;
 pub mod sequence;
 pub mod shipyard;
