@@ -313,7 +313,7 @@ spec:
             let got = next_action(&r, &problem, index).map(|a| a.name);
             assert_eq!(
                 got.as_deref().map_err(String::as_str),
-                want.map_err(|e| e),
+                want,
                 "{problem} #{index}"
             );
         }
