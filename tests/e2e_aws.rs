@@ -73,6 +73,12 @@ mod remediation {
     include!("scenarios/remediation.rs");
 }
 
+mod alerts {
+    //! The alert scenarios (a real Alertmanager notifying the node's API).
+    use super::start;
+    include!("scenarios/alerts.rs");
+}
+
 mod at_least_once {
     //! What SQS and EventBridge may do — deliver twice, out of order, to two
     //! consumers at once, to a handler that dies half-way — against the real

@@ -4,6 +4,7 @@
 //! answering through `POST /v1/event`. Waiting is by polling with a deadline.
 
 /// A real Prometheus on loopback, loaded with known data.
+pub mod alertmanager;
 pub mod prometheus;
 
 use anyhow::{anyhow, bail};

@@ -2,6 +2,7 @@
 //! and existing integrations work when pointed at `http://host:port/api`.
 //! Every error is `{"code": …, "message": …}`.
 
+mod alerts;
 mod datastore;
 mod error;
 mod evaluation;
@@ -103,6 +104,19 @@ pub fn router<S: Store, B: EventBus, C: Clock>(api: Arc<Api<S, B, C>>) -> Router
         .route("/api/v1/metadata", get(metadata))
         .route("/api/openapi.json", get(openapi))
         .route("/api/v1/event", post(events::post_event::<S, B, C>))
+        .route(
+            "/api/v1/alerts/alertmanager",
+            post(alerts::alertmanager::<S, B, C>),
+        )
+        .route("/api/v1/alerts/generic", post(alerts::generic::<S, B, C>))
+        .route(
+            "/api/v1/maintenance",
+            post(alerts::create_window::<S, B, C>).get(alerts::list_windows::<S, B, C>),
+        )
+        .route(
+            "/api/v1/maintenance/{project}/{id}",
+            axum::routing::delete(alerts::delete_window::<S, B, C>),
+        )
         .route(
             &format!("{cp}/project"),
             get(projects::list::<S, B, C>)
@@ -228,10 +242,8 @@ async fn require_token<S, B, C>(
             .into_response();
         }
     };
-    let ok = req
-        .headers()
-        .get(TOKEN_HEADER)
-        .map(|v| bool::from(v.as_bytes().ct_eq(token.as_bytes())))
+    let ok = presented_token(req.headers())
+        .map(|t| bool::from(t.ct_eq(token.as_bytes())))
         .unwrap_or(false);
     if ok {
         next.run(req).await
@@ -242,6 +254,35 @@ async fn require_token<S, B, C>(
         )
         .into_response()
     }
+}
+
+/// The token a request presents: the `x-token` header (Keptn's), else what
+/// webhook senders such as Alertmanager's `http_config` can send —
+/// `Authorization: Bearer <token>`, or Basic auth with the token as the
+/// password (any user name).
+fn presented_token(h: &axum::http::HeaderMap) -> Option<Vec<u8>> {
+    if let Some(v) = h.get(TOKEN_HEADER) {
+        return Some(v.as_bytes().to_vec());
+    }
+    let auth = h
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (scheme, rest) = auth.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.as_bytes().to_vec());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        return Some(decoded[colon + 1..].to_vec());
+    }
+    None
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -6,6 +6,7 @@
 //! ([`query`]), resources ([`resource`]), projects ([`project`]) and the ports
 //! ([`ports`]) that adapters implement. No I/O happens in this crate.
 
+pub mod alerts;
 pub mod approval;
 pub mod error;
 pub mod event;
