@@ -237,3 +237,72 @@ fn serve_rejects_bad_flags_naming_them() {
         text(&out)
     );
 }
+
+#[tokio::test]
+async fn maintenance_windows_are_created_listed_and_ended_from_the_cli() {
+    let n = TestNode::start().await.unwrap();
+    n.project("shop", None, "carts").await.unwrap();
+    let url = n.node.api_url();
+    let outs = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            Command::new(KEELSON)
+                .args(args)
+                .env("KEELSON_ENDPOINT", &url)
+                .env("KEELSON_API_TOKEN", TOKEN)
+                .output()
+                .unwrap()
+        };
+        let created = run(&[
+            "create",
+            "maintenance",
+            "--project",
+            "shop",
+            "--stage",
+            "dev",
+            "--duration",
+            "2h",
+            "--comment",
+            "db upgrade",
+        ]);
+        let listed = run(&["get", "maintenance", "--project", "shop"]);
+        let (out, _) = text(&created);
+        let id = out
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        let deleted = run(&["delete", "maintenance", "--project", "shop", "--id", &id]);
+        let after = run(&["get", "maintenance", "--project", "shop"]);
+        let bad = run(&[
+            "create",
+            "maintenance",
+            "--project",
+            "shop",
+            "--duration",
+            "soon",
+        ]);
+        (created, listed, id, deleted, after, bad)
+    })
+    .await
+    .unwrap();
+    let (created, listed, id, deleted, after, bad) = outs;
+    let (c, e) = text(&created);
+    assert!(created.status.success(), "{c}{e}");
+    assert!(
+        c.starts_with("Maintenance window ") && c.contains("project shop, stage dev"),
+        "{c}"
+    );
+    let (l, _) = text(&listed);
+    let windows: Value = serde_json::from_str(&l).unwrap();
+    assert_eq!(windows[0]["id"], Value::String(id.clone()));
+    assert_eq!(windows[0]["comment"], "db upgrade");
+    assert!(deleted.status.success(), "{:?}", text(&deleted));
+    let (a, _) = text(&after);
+    assert_eq!(
+        serde_json::from_str::<Value>(&a).unwrap(),
+        serde_json::json!([])
+    );
+    let (_, err) = text(&bad);
+    assert!(!bad.status.success());
+    assert!(err.contains("duration"), "{err}");
+}

@@ -53,6 +53,9 @@ enum Cmd {
     /// Read events or sequences.
     #[command(subcommand)]
     Get(GetCmd),
+    /// End a maintenance window.
+    #[command(subcommand)]
+    Delete(DeleteCmd),
     /// Approve an open approval: sends approval.finished with result pass.
     /// Without --id, answers the only approval open in the scope.
     Approve(ApprovalArgs),
@@ -225,6 +228,27 @@ enum CreateCmd {
         #[arg(long)]
         project: String,
     },
+    /// Silence alert-driven remediation for a project (or one stage, or one service) for a while.
+    Maintenance {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// Start (RFC 3339; default now).
+        #[arg(long)]
+        start: Option<String>,
+        /// End (RFC 3339); or --duration.
+        #[arg(long, conflicts_with = "duration")]
+        end: Option<String>,
+        /// Length, e.g. 2h or 30m; or --end.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -336,6 +360,11 @@ enum GetCmd {
         #[arg(long = "page-size", default_value_t = 20)]
         page_size: usize,
     },
+    /// Current and future maintenance windows of a project.
+    Maintenance {
+        #[arg(long)]
+        project: String,
+    },
     /// Open approvals, with the result and evaluation score before each.
     Approvals {
         #[arg(long)]
@@ -351,6 +380,17 @@ enum GetCmd {
         project: String,
         #[arg(long = "keptn-context")]
         keptn_context: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeleteCmd {
+    /// End a maintenance window (see `keelson get maintenance`).
+    Maintenance {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -529,6 +569,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("--shipyard: cannot read {}", shipyard.display()))?;
             client(&cli)?.create_project(name, &text).await?;
             outln!("Project {name} created");
+            Ok(())
+        }
+        Cmd::Create(CreateCmd::Maintenance {
+            project,
+            stage,
+            service,
+            start,
+            end,
+            duration,
+            comment,
+        }) => {
+            let w = client(&cli)?
+                .post(
+                    "/v1/maintenance",
+                    &json!({"project": project, "stage": stage, "service": service, "start": start,
+                            "end": end, "duration": duration, "comment": comment}),
+                )
+                .await?;
+            let s = |k: &str| w[k].as_str().unwrap_or("-").to_string();
+            outln!(
+                "Maintenance window {} created for project {}{}{}: {} to {}",
+                s("id"),
+                s("project"),
+                w["stage"]
+                    .as_str()
+                    .map(|x| format!(", stage {x}"))
+                    .unwrap_or_default(),
+                w["service"]
+                    .as_str()
+                    .map(|x| format!(", service {x}"))
+                    .unwrap_or_default(),
+                s("start"),
+                s("end")
+            );
+            Ok(())
+        }
+        Cmd::Get(GetCmd::Maintenance { project }) => {
+            let v = client(&cli)?
+                .get(&format!("/v1/maintenance?project={project}"))
+                .await?;
+            print(&v["windows"]);
+            Ok(())
+        }
+        Cmd::Delete(DeleteCmd::Maintenance { project, id }) => {
+            client(&cli)?
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/maintenance/{project}/{id}"),
+                    None,
+                )
+                .await?;
+            outln!("Maintenance window {id} of project {project} ended");
             Ok(())
         }
         Cmd::Create(CreateCmd::Service { name, project }) => {
