@@ -89,7 +89,7 @@ async fn check_target<S: Store, B: EventBus, C: Clock>(
         return Ok(Some(format!("project {} not found", t.project)));
     };
     let p = p.value;
-    if !p.stages.iter().any(|s| *s == t.stage) {
+    if !p.stages.contains(&t.stage) {
         return Ok(Some(format!(
             "stage {} not found in project {}",
             t.stage, t.project

@@ -111,6 +111,99 @@ fn envelope(id: &str) -> String {
     .to_string()
 }
 
+/// (type, data) of at least `n` events published to the stack's bus (read
+/// from the datastore's queue, which receives every event), sorted by type.
+async fn on_the_bus(sqs: &aws_sdk_sqs::Client, names: &Names, n: usize) -> Vec<(String, Value)> {
+    let queue = queue_url(sqs, &names.queue("datastore")).await.unwrap();
+    let mut seen: Vec<(String, Value)> = vec![];
+    for _ in 0..10 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            seen.push((
+                v["detail-type"].as_str().unwrap().to_string(),
+                v["detail"]["data"].clone(),
+            ));
+        }
+        if seen.len() >= n {
+            break;
+        }
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    seen
+}
+
+/// Runs the bootstrap `bin` (consumer `function`) on one SQS record carrying `event`.
+async fn invoke_consumer(
+    bin: &str,
+    function: &str,
+    event: Value,
+) -> (Names, aws_sdk_sqs::Client, Value) {
+    let (sdk, endpoint, stack) = fresh_stack().await;
+    let names = Names::new(&stack);
+    let sqs = clients::sqs(&sdk);
+    let dlq = queue_url(&sqs, &names.dlq(function)).await.unwrap();
+    let envelope = json!({"version": "0", "id": "x", "detail-type": event["type"], "source": "keelson", "detail": event});
+    let batch = json!({"Records": [{"messageId": "m1", "receiptHandle": "r1", "body": envelope.to_string(), "attributes": {}}]});
+    let (path, answer) = invoke(bin, &stack, &endpoint, &[("KEELSON_DLQ_URL", dlq)], batch).await;
+    assert_eq!(path, "req-1/response");
+    (names, sqs, answer)
+}
+
+#[tokio::test]
+async fn the_approval_bootstrap_declines_after_a_failed_task() {
+    let trigger = json!({"specversion": "1.0", "id": "appr-1", "source": "shipyard-controller", "type": "sh.keptn.event.approval.triggered",
+        "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
+        "data": {"project": "p", "stage": "production", "service": "s", "result": "fail",
+                 "approval": {"pass": "manual", "warning": "manual"}}});
+    let (names, sqs, answer) =
+        invoke_consumer(env!("CARGO_BIN_EXE_approval"), "approval", trigger).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let seen = on_the_bus(&sqs, &names, 2).await;
+    assert_eq!(
+        seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        vec![
+            "sh.keptn.event.approval.finished",
+            "sh.keptn.event.approval.started"
+        ]
+    );
+    assert_eq!(seen[0].1["result"], "fail");
+    assert_eq!(
+        seen[1].1["message"],
+        "Approval strategy for result 'fail': automatic"
+    );
+}
+
+#[tokio::test]
+async fn the_remediation_bootstrap_answers_a_get_action_trigger() {
+    let trigger = json!({"specversion": "1.0", "id": "ga-1", "source": "shipyard-controller", "type": "sh.keptn.event.get-action.triggered",
+        "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
+        "data": {"project": "nowhere", "stage": "production", "service": "s", "problem": {"problemTitle": "slow"}}});
+    let (names, sqs, answer) =
+        invoke_consumer(env!("CARGO_BIN_EXE_remediation"), "remediation", trigger).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let seen = on_the_bus(&sqs, &names, 2).await;
+    assert_eq!(
+        seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        vec![
+            "sh.keptn.event.get-action.finished",
+            "sh.keptn.event.get-action.started"
+        ]
+    );
+    assert_eq!(seen[0].1["status"], "errored");
+    assert_eq!(
+        seen[0].1["message"],
+        "Could not get remediation.yaml file for services s in stage production."
+    );
+}
+
 /// A stack provisioned from the template on the emulator: (SDK config, endpoint, stack).
 async fn fresh_stack() -> (keelson_aws::config::SdkConfig, String, String) {
     let endpoint = emulator::test_endpoint();
@@ -196,50 +289,15 @@ async fn the_shipyard_bootstrap_runs_its_sweep_on_a_scheduled_invocation() {
 
 #[tokio::test]
 async fn the_lighthouse_bootstrap_answers_an_evaluation_trigger_on_the_bus() {
-    let (sdk, endpoint, stack) = fresh_stack().await;
-    let names = Names::new(&stack);
-    let sqs = clients::sqs(&sdk);
-    let dlq = queue_url(&sqs, &names.dlq("lighthouse")).await.unwrap();
-    let trigger = json!({"version": "0", "id": "x", "detail-type": "sh.keptn.event.evaluation.triggered", "source": "keelson",
-        "detail": {"specversion": "1.0", "id": "eval-1", "source": "shipyard-controller", "type": "sh.keptn.event.evaluation.triggered",
-            "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
-            "data": {"project": "nowhere", "stage": "dev", "service": "s",
-                     "evaluation": {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:05:00Z"}}}});
-    let batch = json!({"Records": [{"messageId": "m1", "receiptHandle": "r1", "body": trigger.to_string(), "attributes": {}}]});
-    let (path, answer) = invoke(
-        env!("CARGO_BIN_EXE_lighthouse"),
-        &stack,
-        &endpoint,
-        &[("KEELSON_DLQ_URL", dlq)],
-        batch,
-    )
-    .await;
-    assert_eq!(path, "req-1/response");
+    let trigger = json!({"specversion": "1.0", "id": "eval-1", "source": "shipyard-controller", "type": "sh.keptn.event.evaluation.triggered",
+        "shkeptncontext": "5b8bb7ac-6c5e-4a4e-8a8e-1d2b9d6a4c11", "time": "2026-12-01T10:00:00.000Z",
+        "data": {"project": "nowhere", "stage": "dev", "service": "s",
+                 "evaluation": {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:05:00Z"}}});
+    let (names, sqs, answer) =
+        invoke_consumer(env!("CARGO_BIN_EXE_lighthouse"), "lighthouse", trigger).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
     // Its answers went to the bus: the datastore's rule delivers them to its queue.
-    let queue = queue_url(&sqs, &names.queue("datastore")).await.unwrap();
-    let mut seen: Vec<(String, Value)> = vec![];
-    for _ in 0..10 {
-        let got = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            seen.push((
-                v["detail-type"].as_str().unwrap().to_string(),
-                v["detail"]["data"].clone(),
-            ));
-        }
-        if seen.len() >= 2 {
-            break;
-        }
-    }
-    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let seen = on_the_bus(&sqs, &names, 2).await;
     assert_eq!(
         seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
         vec![
