@@ -9,7 +9,6 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -148,44 +147,12 @@ impl Drop for Alertmanager {
     }
 }
 
-/// Ensures the Alertmanager binary exists, else `apt-get install -y
-/// prometheus-alertmanager` (with `apt-get update` first only if that fails).
+/// Ensures the Alertmanager binary exists (Debian's `prometheus-alertmanager`,
+/// installed with apt-get when missing).
 pub fn ensure_installed() -> anyhow::Result<()> {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let present = || bin().is_file();
-    if present() {
-        return Ok(());
-    }
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    if present() {
-        return Ok(());
-    }
-    let apt = |args: &[&str]| -> anyhow::Result<std::process::Output> {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running apt-get {}", args.join(" ")))
-    };
-    let install = [
-        "install",
-        "-y",
-        "--no-install-recommends",
+    crate::apt_install(
         "prometheus-alertmanager",
-    ];
-    let mut out = apt(&install)?;
-    if !out.status.success() {
-        apt(&["update"])?;
-        out = apt(&install)?;
-    }
-    if !out.status.success() || !present() {
-        bail!(
-            "Alertmanager is not installed and `apt-get install -y prometheus-alertmanager` failed ({}): {}\n\
-             Install Debian's prometheus-alertmanager package, or set KEELSON_TEST_ALERTMANAGER.",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+        || bin().is_file(),
+        "Install Debian's prometheus-alertmanager package, or set KEELSON_TEST_ALERTMANAGER.",
+    )
 }

@@ -343,3 +343,49 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Makes sure a Debian package's binary is there: if `present()` is false,
+/// runs `apt-get install -y --no-install-recommends <package>`
+/// (noninteractive; `apt-get update` first only if that fails). Parallel
+/// tests install once; the others wait and find the binary. `hint` ends the
+/// error message (how else to provide the binary).
+pub fn apt_install(package: &str, present: impl Fn() -> bool, hint: &str) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use std::process::{Command, Stdio};
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if present() {
+        return Ok(());
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if present() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running apt-get {}", args.join(" ")))
+    };
+    let install = ["install", "-y", "--no-install-recommends", package];
+    let mut out = apt(&install)?;
+    if !out.status.success() {
+        let update = apt(&["update"])?;
+        if !update.status.success() {
+            bail!(
+                "{package} is not installed and `apt-get update` failed: {}",
+                String::from_utf8_lossy(&update.stderr).trim()
+            );
+        }
+        out = apt(&install)?;
+    }
+    if !out.status.success() || !present() {
+        bail!(
+            "{package} is not installed and `apt-get install -y {package}` failed ({}): {}\n{hint}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

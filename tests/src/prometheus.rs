@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long Prometheus may take to load its blocks and answer `/-/ready`
@@ -165,49 +164,14 @@ fn ready(addr: SocketAddr) -> bool {
     attempt().unwrap_or(false)
 }
 
-/// Ensures `prometheus` and `promtool` exist: if not, runs `apt-get install -y
-/// prometheus` (noninteractive; `apt-get update` first only if that fails).
+/// Ensures `prometheus` and `promtool` exist (Debian's `prometheus` package,
+/// installed with apt-get when missing).
 pub fn ensure_installed() -> anyhow::Result<()> {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let present = || prometheus_bin().is_file() && promtool_bin().is_file();
-    if present() {
-        return Ok(());
-    }
-    // Parallel tests install once; the others wait and find the binaries.
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    if present() {
-        return Ok(());
-    }
-    let apt = |args: &[&str]| -> anyhow::Result<std::process::Output> {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running apt-get {}", args.join(" ")))
-    };
-    let install = ["install", "-y", "--no-install-recommends", "prometheus"];
-    let mut out = apt(&install)?;
-    if !out.status.success() {
-        let update = apt(&["update"])?;
-        if !update.status.success() {
-            bail!(
-                "Prometheus is not installed ({} missing) and `apt-get update` failed: {}",
-                prometheus_bin().display(),
-                String::from_utf8_lossy(&update.stderr).trim()
-            );
-        }
-        out = apt(&install)?;
-    }
-    if !out.status.success() || !present() {
-        bail!(
-            "Prometheus is not installed and `apt-get install -y prometheus` failed ({}): {}\n\
-             Install Debian's prometheus package, or set KEELSON_TEST_PROMETHEUS and KEELSON_TEST_PROMTOOL.",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::apt_install(
+        "prometheus",
+        || prometheus_bin().is_file() && promtool_bin().is_file(),
+        "Install Debian's prometheus package, or set KEELSON_TEST_PROMETHEUS and KEELSON_TEST_PROMTOOL.",
+    )
 }
 
 #[cfg(test)]

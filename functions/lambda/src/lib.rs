@@ -178,25 +178,63 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The shipyard function as a queue consumer: events one at a time, in order.
-pub struct ShipyardConsumer<S, B, C>(pub Arc<Orchestrator<S, B, C>>);
+/// A queue consumer for a function whose `process(&event)` handles one event:
+/// the batch's events one at a time, in order, each failure classified by
+/// the function's error kind.
+macro_rules! one_by_one_consumer {
+    ($(#[$doc:meta])* $name:ident, $function:ty, $subscription:path) => {
+        $(#[$doc])*
+        pub struct $name<S, B, C>(pub Arc<$function>);
 
-impl<S: Store, B: EventBus, C: Clock> Consumer for ShipyardConsumer<S, B, C> {
-    fn subscription(&self) -> Subscription {
-        keelson_shipyard::subscription()
-    }
+        impl<S: Store, B: EventBus, C: Clock> Consumer for $name<S, B, C> {
+            fn subscription(&self) -> Subscription {
+                $subscription()
+            }
 
-    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(events, |ev| async move {
-            self.0
-                .process(&ev)
+            async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
+                one_by_one(events, |ev| async move {
+                    self.0
+                        .process(&ev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| Failure::new(e.kind(), e.to_string()))
+                })
                 .await
-                .map(|_| ())
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
-        })
-        .await
-    }
+            }
+        }
+    };
 }
+
+one_by_one_consumer!(
+    /// The shipyard function as a queue consumer.
+    ShipyardConsumer,
+    Orchestrator<S, B, C>,
+    keelson_shipyard::subscription
+);
+one_by_one_consumer!(
+    /// The lighthouse function as a queue consumer.
+    LighthouseConsumer,
+    keelson_lighthouse::Lighthouse<S, B, C>,
+    keelson_lighthouse::subscription
+);
+one_by_one_consumer!(
+    /// The approval function as a queue consumer.
+    ApprovalConsumer,
+    keelson_approval::Approval<S, B, C>,
+    keelson_approval::subscription
+);
+one_by_one_consumer!(
+    /// The remediation function as a queue consumer.
+    RemediationConsumer,
+    keelson_remediation::Remediation<S, B, C>,
+    keelson_remediation::subscription
+);
+one_by_one_consumer!(
+    /// The Prometheus SLI provider as a queue consumer.
+    PrometheusConsumer,
+    keelson_prometheus::Provider<S, B, C>,
+    keelson_prometheus::subscription
+);
 
 /// The datastore function as a queue consumer: a batch in one write.
 pub struct DatastoreConsumer<S>(pub S);
@@ -240,86 +278,6 @@ where
         out.push(f(ev).await);
     }
     out
-}
-
-/// The lighthouse function as a queue consumer.
-pub struct LighthouseConsumer<S, B, C>(pub Arc<keelson_lighthouse::Lighthouse<S, B, C>>);
-
-impl<S: Store, B: EventBus, C: Clock> Consumer for LighthouseConsumer<S, B, C> {
-    fn subscription(&self) -> Subscription {
-        keelson_lighthouse::subscription()
-    }
-
-    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(events, |ev| async move {
-            self.0
-                .process(&ev)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
-        })
-        .await
-    }
-}
-
-/// The approval function as a queue consumer.
-pub struct ApprovalConsumer<S, B, C>(pub Arc<keelson_approval::Approval<S, B, C>>);
-
-impl<S: Store, B: EventBus, C: Clock> Consumer for ApprovalConsumer<S, B, C> {
-    fn subscription(&self) -> Subscription {
-        keelson_approval::subscription()
-    }
-
-    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(events, |ev| async move {
-            self.0
-                .process(&ev)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
-        })
-        .await
-    }
-}
-
-/// The remediation function as a queue consumer.
-pub struct RemediationConsumer<S, B, C>(pub Arc<keelson_remediation::Remediation<S, B, C>>);
-
-impl<S: Store, B: EventBus, C: Clock> Consumer for RemediationConsumer<S, B, C> {
-    fn subscription(&self) -> Subscription {
-        keelson_remediation::subscription()
-    }
-
-    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(events, |ev| async move {
-            self.0
-                .process(&ev)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
-        })
-        .await
-    }
-}
-
-/// The Prometheus SLI provider as a queue consumer.
-pub struct PrometheusConsumer<S, B, C>(pub Arc<keelson_prometheus::Provider<S, B, C>>);
-
-impl<S: Store, B: EventBus, C: Clock> Consumer for PrometheusConsumer<S, B, C> {
-    fn subscription(&self) -> Subscription {
-        keelson_prometheus::subscription()
-    }
-
-    async fn handle(&self, events: Vec<KeptnEvent>) -> Vec<Result<(), Failure>> {
-        one_by_one(events, |ev| async move {
-            self.0
-                .process(&ev)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::new(e.kind(), e.to_string()))
-        })
-        .await
-    }
 }
 
 /// The scheduled sweep of the shipyard function: timeouts, `triggeredAfter`

@@ -14,7 +14,6 @@
 //! so Keelson follows the service (docs/compatibility.md).
 
 use crate::event::{task_type, KeptnEvent};
-use crate::ids;
 use crate::timestamp::Timestamp;
 use serde_json::{json, Map, Value};
 
@@ -75,27 +74,17 @@ pub fn automatic_answer(data: &Value) -> Option<&'static str> {
 
 /// `project`, `stage`, `service` and `labels` of the trigger.
 fn common_data(trigger: &KeptnEvent) -> Map<String, Value> {
-    let mut d = Map::new();
-    for k in ["project", "stage", "service", "labels"] {
-        if let Some(v) = trigger.data.get(k) {
-            d.insert(k.into(), v.clone());
-        }
-    }
-    d
+    crate::event::reply_data(&trigger.data)
 }
 
 fn reply(trigger: &KeptnEvent, kind: &str, data: Map<String, Value>, now: Timestamp) -> KeptnEvent {
-    let mut e = KeptnEvent::new(
-        ids::derive(&trigger.id, &format!("approval.{kind}")),
+    trigger.reply(
         SOURCE,
         task_type("approval", kind),
-        &trigger.shkeptncontext,
+        &format!("approval.{kind}"),
         Value::Object(data),
         now,
-    );
-    e.triggeredid = Some(trigger.id.clone());
-    e.gitcommitid = trigger.gitcommitid.clone();
-    e
+    )
 }
 
 /// `approval.triggered` → `approval.started` (with Keptn's message naming the

@@ -133,6 +133,18 @@ pub fn sequence_type(stage: &str, sequence: &str, kind: &str) -> String {
     format!("{PREFIX}{stage}.{sequence}.{kind}")
 }
 
+/// `project`, `stage`, `service` and `labels` of an event's data (those that
+/// are set): what an answer to a task trigger repeats.
+pub fn reply_data(data: &Value) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for k in ["project", "stage", "service", "labels"] {
+        if let Some(v) = data.get(k).filter(|v| !v.is_null()) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    m
+}
+
 impl KeptnEvent {
     /// A new event with the usual defaults.
     pub fn new(
@@ -157,6 +169,31 @@ impl KeptnEvent {
             data,
             extensions: BTreeMap::new(),
         }
+    }
+
+    /// An event of type `ty` from `source` answering this one (a task
+    /// trigger): same context and commit, `triggeredid` = this id, and an id
+    /// derived from this id and `purpose`, so a redelivered trigger is
+    /// answered with the same ids.
+    pub fn reply(
+        &self,
+        source: &str,
+        ty: String,
+        purpose: &str,
+        data: Value,
+        now: Timestamp,
+    ) -> KeptnEvent {
+        let mut e = KeptnEvent::new(
+            ids::derive(&self.id, purpose),
+            source,
+            ty,
+            &self.shkeptncontext,
+            data,
+            now,
+        );
+        e.triggeredid = Some(self.id.clone());
+        e.gitcommitid = self.gitcommitid.clone();
+        e
     }
 
     /// The classified type.

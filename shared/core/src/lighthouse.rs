@@ -90,15 +90,8 @@ pub enum SloAtTrigger {
     },
 }
 
-/// The common data (project, stage, service, labels) of an event.
 fn common_data(data: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
-    for k in ["project", "stage", "service", "labels"] {
-        if let Some(v) = data.get(k).filter(|v| !v.is_null()) {
-            m.insert(k.into(), v.clone());
-        }
-    }
-    m
+    crate::event::reply_data(data)
 }
 
 fn answer(
@@ -108,17 +101,7 @@ fn answer(
     data: Value,
     now: Timestamp,
 ) -> KeptnEvent {
-    let mut e = KeptnEvent::new(
-        ids::derive(&trigger.id, purpose),
-        SOURCE,
-        ty.into(),
-        &trigger.shkeptncontext,
-        data,
-        now,
-    );
-    e.triggeredid = Some(trigger.id.clone());
-    e.gitcommitid = trigger.gitcommitid.clone();
-    e
+    trigger.reply(SOURCE, ty.into(), purpose, data, now)
 }
 
 /// An `evaluation.finished` (errored or not scored) answering `trigger`.

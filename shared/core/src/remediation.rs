@@ -8,7 +8,6 @@
 //! merge, so each loop takes the next action).
 
 use crate::event::{task_type, KeptnEvent};
-use crate::ids;
 use crate::timestamp::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -126,27 +125,17 @@ pub fn next_action(r: &Remediation, problem: &Value, index: i64) -> Result<Actio
 
 /// `project`, `stage`, `service` and `labels` of the trigger.
 fn common_data(trigger: &KeptnEvent) -> Map<String, Value> {
-    let mut d = Map::new();
-    for k in ["project", "stage", "service", "labels"] {
-        if let Some(v) = trigger.data.get(k) {
-            d.insert(k.into(), v.clone());
-        }
-    }
-    d
+    crate::event::reply_data(&trigger.data)
 }
 
 fn reply(trigger: &KeptnEvent, kind: &str, data: Map<String, Value>, now: Timestamp) -> KeptnEvent {
-    let mut e = KeptnEvent::new(
-        ids::derive(&trigger.id, &format!("get-action.{kind}")),
+    trigger.reply(
         SOURCE,
         task_type("get-action", kind),
-        &trigger.shkeptncontext,
+        &format!("get-action.{kind}"),
         Value::Object(data),
         now,
-    );
-    e.triggeredid = Some(trigger.id.clone());
-    e.gitcommitid = trigger.gitcommitid.clone();
-    e
+    )
 }
 
 /// What the remediation function read for a trigger.
