@@ -49,20 +49,30 @@ pub async fn open(c: &Client, scope: &Scope) -> anyhow::Result<Vec<KeptnEvent>> 
             q.append_pair("service", s);
         }
     }
-    let path = format!(
-        "/controlPlane/v1/event/triggered/sh.keptn.event.approval.triggered?{}",
-        url.query().unwrap_or_default()
-    );
-    let v = c.get(&path).await?;
-    let events = v
-        .get("events")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    events
-        .into_iter()
-        .map(|e| serde_json::from_value(e).context("the API answered with an unreadable event"))
-        .collect()
+    let query = url.query().unwrap_or_default().to_string();
+    let mut out = vec![];
+    let mut next = String::new();
+    loop {
+        let path = format!(
+            "/controlPlane/v1/event/triggered/sh.keptn.event.approval.triggered?{query}&pageSize=100&nextPageKey={next}"
+        );
+        let v = c.get(&path).await?;
+        for e in v
+            .get("events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push(
+                serde_json::from_value(e.clone())
+                    .context("the API answered with an unreadable event")?,
+            );
+        }
+        match v.get("nextPageKey").and_then(Value::as_str) {
+            Some(k) if !k.is_empty() && k != "0" => next = k.to_string(),
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// `data.evaluation.score` of an approval (the evaluation before it), as text.

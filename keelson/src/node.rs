@@ -12,6 +12,7 @@ use keelson_shipyard::Orchestrator;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -638,10 +639,17 @@ where
             let handle = handle.clone();
             async move {
                 let mut tasks = tokio::task::JoinSet::new();
+                // Each lane's task marks the event it is handling, so that a
+                // panic is charged to that event (and, after the retries, it
+                // is the one dead-lettered).
+                let mut handling: HashMap<tokio::task::Id, Arc<AtomicUsize>> = HashMap::new();
                 for lane in by_lane(batch) {
                     let handle = handle.clone();
-                    tasks.spawn(async move {
+                    let current = Arc::new(AtomicUsize::new(lane.first().map_or(0, |(at, _)| *at)));
+                    let mark = current.clone();
+                    let task = tasks.spawn(async move {
                         for (at, ev) in lane {
+                            mark.store(at, Ordering::SeqCst);
                             let span = tracing::debug_span!("event", ce.id = %ev.id, ce.type = %ev.ty, shkeptncontext = %ev.shkeptncontext);
                             if let Err((kind, msg)) = tracing::Instrument::instrument(handle(ev), span).await {
                                 return Err((at, kind, msg));
@@ -649,15 +657,19 @@ where
                         }
                         Ok(())
                     });
+                    handling.insert(task.id(), current);
                 }
                 let mut first: Option<(usize, ErrorKind, String)> = None;
                 while let Some(joined) = tasks.join_next().await {
                     let failed = match joined {
                         Ok(Ok(())) => continue,
                         Ok(Err(f)) => f,
-                        // A panicking handler: treated as a failure of nothing in
-                        // particular, so the whole batch is retried.
-                        Err(e) => (0, ErrorKind::Fatal, format!("handler task failed: {e}")),
+                        Err(e) => {
+                            let at = handling
+                                .get(&e.id())
+                                .map_or(0, |c| c.load(Ordering::SeqCst));
+                            (at, ErrorKind::Fatal, format!("handler task failed: {e}"))
+                        }
                     };
                     if first.as_ref().is_none_or(|f| failed.0 < f.0) {
                         first = Some(failed);
@@ -950,6 +962,37 @@ mod tests {
         assert_eq!(tries["b2"], 3, "b2 retried until it succeeded");
         assert_eq!(tries["b1"], 1, "b1, before the failure, is not redone");
         assert!(bus.dead_letters("c").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_panics_gets_its_own_event_dead_lettered() {
+        let bus = MemoryBus::new(vec![Subscription::new("c", &["sh.keptn.>"])]);
+        bus.publish(&[lane_ev("b1", "b"), lane_ev("a1", "a"), lane_ev("a2", "a")])
+            .await
+            .unwrap();
+        let _task = spawn_by_lane(
+            bus.clone(),
+            "c",
+            Arc::new(Notify::new()),
+            |e: KeptnEvent| async move {
+                if e.id == "a2" {
+                    panic!("a bug in the handler");
+                }
+                Ok(())
+            },
+        );
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !bus.dead_letters("c").is_empty() {
+                break;
+            }
+        }
+        let dead: Vec<String> = bus
+            .dead_letters("c")
+            .into_iter()
+            .map(|(e, _)| e.id)
+            .collect();
+        assert_eq!(dead, vec!["a2".to_string()]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -201,6 +201,17 @@ async fn answering_needs_an_open_approval_and_a_verdict() {
     let f = bad(json!({"project": "shop", "stage": "production", "service": "carts", "status": "succeeded", "result": "pass"}), json!("no-such-approval")).await;
     assert_eq!(f.code, 404);
     assert!(f.message.contains("no open approval no-such-approval"), "{}", f.message);
+    // An answer naming another stage would never reach the approval's lane.
+    let f = bad(
+        json!({"project": "shop", "stage": "staging", "service": "carts", "status": "succeeded", "result": "pass"}),
+        approval["id"].clone(),
+    )
+    .await;
+    assert_eq!(f.code, 400);
+    assert_eq!(
+        f.message,
+        format!("data.stage: approval {} is in stage production, not staging", approval["id"].as_str().unwrap())
+    );
     // Still open after the refused answers.
     assert!(person(&n, "get", &["approvals", "--project", "shop"]).await.unwrap().contains(approval["id"].as_str().unwrap()));
 }

@@ -18,10 +18,14 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use keelson_core::alerts::{self, Alert, Mapping, Target, Window, LEDGER, MAINTENANCE_PREFIX};
-use keelson_core::ports::{Clock, EventBus, Store};
+use keelson_core::ports::{Clock, EventBus, ExecutionFilter, Store};
 use keelson_core::resource::{Change, Scope};
 use keelson_core::sequence::ControlAction;
 use serde_json::{json, Value};
+
+/// How long a resolution waits (answered 503) for the shipyard to take the
+/// alert's remediation trigger before it concludes that nothing will start.
+const PICKUP_GRACE_MS: i64 = 60_000;
 
 /// `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook (version 4).
 pub async fn alertmanager<S: Store, B: EventBus, C: Clock>(
@@ -123,6 +127,9 @@ async fn firing<S: Store, B: EventBus, C: Clock>(
     }
     let ctx = alerts::alert_context(a);
     let trigger = alerts::remediation_trigger(a, t, now);
+    if let Some(why) = alerts::too_large(&trigger) {
+        return Ok(format!("ignored: {why}"));
+    }
     let store = state.orch.store();
     let key = format!("firing/{ctx}");
     if !store
@@ -150,12 +157,36 @@ async fn resolved<S: Store, B: EventBus, C: Clock>(
 ) -> Result<String, ApiError> {
     let ctx = alerts::alert_context(a);
     let store = state.orch.store();
-    if store
+    let Some(started) = store
         .applied_effects(LEDGER, &format!("firing/{ctx}"))
         .await?
-        .is_none()
-    {
+    else {
         return Ok("resolved: no remediation was started for it".into());
+    };
+    let executions = store
+        .list_executions(&ExecutionFilter {
+            project: t.project.clone(),
+            keptn_context: Some(ctx.clone()),
+            ..ExecutionFilter::default()
+        })
+        .await?;
+    if executions.is_empty() {
+        // The trigger is published but the shipyard has not taken it yet:
+        // aborting now would abort nothing and let it start afterwards. The
+        // sender retries a 503 (Alertmanager does). A trigger the shipyard
+        // never takes (no remediation sequence in that stage) stops this
+        // after a minute.
+        let sent = started.first().map_or(0, |e| e.time.millis());
+        if state.orch.clock().now().millis() - sent < PICKUP_GRACE_MS {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the remediation {ctx} of this alert has not started yet; send the resolution again"),
+            ));
+        }
+        return Ok(format!(
+            "resolved: remediation {ctx} never started (no remediation sequence in stage {}?)",
+            t.stage
+        ));
     }
     // Aborting an ended or already aborted context does nothing, so a
     // repeated resolved notification is harmless.

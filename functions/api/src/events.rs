@@ -60,9 +60,6 @@ async fn claim_approval<S: Store, B: EventBus, C: Clock>(
     }
     let store = state.orch.store();
     let key = answer_ledger_key(tid);
-    if let Some(earlier) = store.applied_effects(approval::CONSUMER, &key).await? {
-        return Err(answered_already(tid, &earlier));
-    }
     let open = store
         .open_triggers(&OpenTriggerFilter {
             ty: task_type("approval", "triggered"),
@@ -70,11 +67,37 @@ async fn claim_approval<S: Store, B: EventBus, C: Clock>(
             ..OpenTriggerFilter::default()
         })
         .await?;
-    if !open.iter().any(|t| t.shkeptncontext == ev.shkeptncontext) {
+    let still_open = open.iter().any(|t| t.shkeptncontext == ev.shkeptncontext);
+    if let Some(earlier) = store.applied_effects(approval::CONSUMER, &key).await? {
+        // An answer was recorded. While the approval is still open its
+        // publish may have failed after the record (the caller got an
+        // error and retried): send the recorded answer again; consumers
+        // dedupe it by id.
+        if still_open {
+            state.orch.bus().publish(&earlier).await?;
+        }
+        return Err(answered_already(tid, &earlier));
+    }
+    let Some(trigger) = open.iter().find(|t| t.shkeptncontext == ev.shkeptncontext) else {
         return Err(ApiError::not_found(format!(
             "no open approval {tid} in keptn context {}",
             ev.shkeptncontext
         )));
+    };
+    // The shipyard finds the approval by the answer's project, stage and
+    // service: an answer naming others would be recorded and never applied.
+    for (field, want, got) in [
+        ("project", trigger.project(), ev.project()),
+        ("stage", trigger.stage(), ev.stage()),
+        ("service", trigger.service(), ev.service()),
+    ] {
+        if want != got {
+            return Err(ApiError::bad_request(format!(
+                "data.{field}: approval {tid} is in {field} {}, not {}",
+                want.unwrap_or("-"),
+                got.unwrap_or("-")
+            )));
+        }
     }
     let now = state.orch.clock().now();
     if !store

@@ -8,7 +8,7 @@
 //! same remediation, and its `resolved` notification finds it.
 
 use crate::error::CoreError;
-use crate::event::{sequence_type, KeptnEvent};
+use crate::event::{sequence_type, KeptnEvent, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -354,14 +354,34 @@ pub fn received(a: &Alert, target: Option<&Target>, outcome: &str, now: Timestam
                "url": a.generator_url}),
     );
     d.insert("outcome".into(), json!(outcome));
-    KeptnEvent::new(
+    let mut e = KeptnEvent::new(
         ids::random(),
         SOURCE,
         RECEIVED_TYPE.into(),
         &alert_context(a),
         Value::Object(d),
         now,
-    )
+    );
+    if e.to_json().len() > MAX_EVENT_BYTES {
+        // The record must be storable whatever the alert carried.
+        if let Some(alert) = e.data.get_mut("alert").and_then(Value::as_object_mut) {
+            alert.remove("labels");
+            alert.remove("annotations");
+            alert.insert("truncated".into(), json!(true));
+        }
+    }
+    e
+}
+
+/// Why a remediation trigger cannot be sent as an event, if it cannot: an
+/// alert whose labels and annotations make it larger than an event may be.
+pub fn too_large(trigger: &KeptnEvent) -> Option<String> {
+    let n = trigger.to_json().len();
+    (n > MAX_EVENT_BYTES).then(|| {
+        format!(
+            "the alert's labels and annotations make a {n}-byte event; an event may have {MAX_EVENT_BYTES} bytes"
+        )
+    })
 }
 
 /// A maintenance window: alerts for its project (and stage, and service, when
@@ -575,6 +595,21 @@ mod tests {
         let e =
             parse_generic(br#"{"alerts":[{"id":" ","status":"firing","title":"t"}]}"#).unwrap_err();
         assert!(e.to_string().starts_with("alerts[0].id"), "{e}");
+    }
+
+    #[test]
+    fn oversized_alerts_are_refused_and_their_record_is_trimmed() {
+        let mut a = parse_alertmanager(AM.as_bytes()).unwrap().remove(0);
+        let t = Mapping::default().target(&a).unwrap();
+        assert_eq!(too_large(&remediation_trigger(&a, &t, now())), None);
+        a.annotations
+            .insert("description".into(), "x".repeat(70_000));
+        let why = too_large(&remediation_trigger(&a, &t, now())).unwrap();
+        assert!(why.contains("an event may have 65536 bytes"), "{why}");
+        let rec = received(&a, Some(&t), "ignored", now());
+        assert!(rec.to_json().len() <= MAX_EVENT_BYTES);
+        assert_eq!(rec.data["alert"]["truncated"], true);
+        assert_eq!(rec.data["alert"]["fingerprint"], "c5e9d37a1b5f0e2d");
     }
 
     #[test]

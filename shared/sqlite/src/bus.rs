@@ -163,8 +163,10 @@ impl Queue for SqliteBus {
         }
         // Held across the read so that concurrent receivers never get the same
         // delivery; taken after the connection's turn, so no await holds it.
-        let _turn = self.store.read_turn().await?;
+        // The turn ends with the block: dead-lettering below needs the writer,
+        // which is the same connection for an in-memory database.
         let rows: Vec<(i64, String)> = {
+            let _turn = self.store.read_turn().await?;
             let mut delivered = lock(&self.store.inner.delivered);
             let after = delivered.get(consumer).copied().unwrap_or(0);
             let rows: Vec<(i64, String)> = self.store.read(|tx| {

@@ -202,16 +202,29 @@ fn spawn_checkpointer(store: std::sync::Weak<Inner>, conn: Connection) {
     let fallback = store.clone();
     let spawned = std::thread::Builder::new()
         .name("keelson-sqlite-checkpoint".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            if store.upgrade().is_none() {
-                return;
-            }
-            let log = conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-                .unwrap_or(0);
-            if log >= RESTART_FRAMES {
-                let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        .spawn(move || {
+            // RESTART holds new writers off while it waits for readers: wait
+            // briefly and try again next time rather than stall commits.
+            let _ = conn.busy_timeout(Duration::from_millis(200));
+            // The frame count stays put until the next write rewinds the log;
+            // an idle database is not restarted over and over.
+            let mut restarted_at = -1;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                if store.upgrade().is_none() {
+                    return;
+                }
+                let log = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+                    .unwrap_or(0);
+                if log >= RESTART_FRAMES && log != restarted_at {
+                    let busy = conn
+                        .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+                        .unwrap_or(1);
+                    if busy == 0 {
+                        restarted_at = log;
+                    }
+                }
             }
         });
     if spawned.is_err() {
