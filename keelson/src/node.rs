@@ -471,91 +471,60 @@ where
             ));
         }
     }
+    // A function whose `process(&event)` handles one event, as a per-lane consumer.
+    macro_rules! spawn_function {
+        ($consumer:path, $function:expr) => {{
+            let f = Arc::new($function);
+            tasks.push(spawn_by_lane(
+                queue.clone(),
+                $consumer,
+                wake[$consumer].clone(),
+                move |ev: KeptnEvent| {
+                    let f = f.clone();
+                    async move {
+                        f.process(&ev)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| (e.kind(), e.to_string()))
+                    }
+                },
+            ));
+        }};
+    }
+    let clock = || opts.clock.clone();
     if opts.functions.lighthouse {
-        let lh = Arc::new(keelson_lighthouse::Lighthouse::new(
-            store.clone(),
-            bus.clone(),
-            opts.clock.clone(),
-            opts.lighthouse.clone(),
-        ));
-        tasks.push(spawn_by_lane(
-            queue.clone(),
+        spawn_function!(
             keelson_lighthouse::CONSUMER,
-            wake[keelson_lighthouse::CONSUMER].clone(),
-            move |ev: KeptnEvent| {
-                let lh = lh.clone();
-                async move {
-                    lh.process(&ev)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| (e.kind(), e.to_string()))
-                }
-            },
-        ));
+            keelson_lighthouse::Lighthouse::new(
+                store.clone(),
+                bus.clone(),
+                clock(),
+                opts.lighthouse.clone()
+            )
+        );
     }
     if opts.functions.approval {
-        let approval = Arc::new(keelson_approval::Approval::new(
-            store.clone(),
-            bus.clone(),
-            opts.clock.clone(),
-        ));
-        tasks.push(spawn_by_lane(
-            queue.clone(),
+        spawn_function!(
             keelson_approval::CONSUMER,
-            wake[keelson_approval::CONSUMER].clone(),
-            move |ev: KeptnEvent| {
-                let a = approval.clone();
-                async move {
-                    a.process(&ev)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| (e.kind(), e.to_string()))
-                }
-            },
-        ));
+            keelson_approval::Approval::new(store.clone(), bus.clone(), clock())
+        );
     }
     if opts.functions.remediation {
-        let remediation = Arc::new(keelson_remediation::Remediation::new(
-            store.clone(),
-            bus.clone(),
-            opts.clock.clone(),
-        ));
-        tasks.push(spawn_by_lane(
-            queue.clone(),
+        spawn_function!(
             keelson_remediation::CONSUMER,
-            wake[keelson_remediation::CONSUMER].clone(),
-            move |ev: KeptnEvent| {
-                let r = remediation.clone();
-                async move {
-                    r.process(&ev)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| (e.kind(), e.to_string()))
-                }
-            },
-        ));
+            keelson_remediation::Remediation::new(store.clone(), bus.clone(), clock())
+        );
     }
     if opts.functions.prometheus {
-        let provider = Arc::new(keelson_prometheus::Provider::new(
-            store.clone(),
-            bus.clone(),
-            opts.clock.clone(),
-            opts.prometheus.clone(),
-        ));
-        tasks.push(spawn_by_lane(
-            queue.clone(),
+        spawn_function!(
             keelson_prometheus::CONSUMER,
-            wake[keelson_prometheus::CONSUMER].clone(),
-            move |ev: KeptnEvent| {
-                let p = provider.clone();
-                async move {
-                    p.process(&ev)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| (e.kind(), e.to_string()))
-                }
-            },
-        ));
+            keelson_prometheus::Provider::new(
+                store.clone(),
+                bus.clone(),
+                clock(),
+                opts.prometheus.clone()
+            )
+        );
     }
     for task in &opts.echo_tasks {
         let consumer = executors::consumer(task);

@@ -10,20 +10,6 @@ use keelson_tests::{wait_for, Setup, TestNode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: remediated}
-spec:
-  stages:
-    - name: production
-      sequences:
-        - name: remediation
-          triggeredOn:
-            - event: production.remediation.finished
-              selector: {match: {evaluation.result: fail}}
-          tasks: [{name: get-action}, {name: action}, {name: evaluation}]
-"#;
-
 const REMEDIATION: &str = r#"apiVersion: spec.keptn.sh/0.1.4
 kind: Remediation
 metadata: {name: carts-remediation}
@@ -43,11 +29,7 @@ async fn remediation_node() -> TestNode {
         ..Setup::default()
     })
     .await;
-    n.project("shop", Some(SHIPYARD), "carts").await.unwrap();
-    n.client
-        .add_resource("shop", Some("production"), Some("carts"), "remediation.yaml", REMEDIATION.as_bytes())
-        .await
-        .unwrap();
+    n.remediation_project(REMEDIATION).await.unwrap();
     n
 }
 

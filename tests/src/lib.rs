@@ -389,3 +389,38 @@ pub fn apt_install(package: &str, present: impl Fn() -> bool, hint: &str) -> any
     }
     Ok(())
 }
+
+/// A project `shop` with one stage, `production`, whose `remediation`
+/// sequence (get-action → action → evaluation) loops while its evaluation
+/// fails, as Keptn's docs set it up.
+pub const REMEDIATION_SHIPYARD: &str = r#"apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: remediated}
+spec:
+  stages:
+    - name: production
+      sequences:
+        - name: remediation
+          triggeredOn:
+            - event: production.remediation.finished
+              selector: {match: {evaluation.result: fail}}
+          tasks: [{name: get-action}, {name: action}, {name: evaluation}]
+"#;
+
+impl TestNode {
+    /// Creates project `shop` from [`REMEDIATION_SHIPYARD`] with service
+    /// `carts` and uploads its `remediation.yaml`; returns the commit id.
+    pub async fn remediation_project(&self, remediation_yaml: &str) -> anyhow::Result<String> {
+        self.project("shop", Some(REMEDIATION_SHIPYARD), "carts")
+            .await?;
+        self.client
+            .add_resource(
+                "shop",
+                Some("production"),
+                Some("carts"),
+                "remediation.yaml",
+                remediation_yaml.as_bytes(),
+            )
+            .await
+    }
+}
