@@ -113,51 +113,54 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         }));
     }
     let observed = || crate::node::ObservedBus::new(env.bus.clone(), opts.observer.clone());
+    // A function fed from its queue by pollers, as Lambda's event source mapping would.
+    macro_rules! poll_function {
+        ($consumer:path, $wrap:ident, $function:expr) => {{
+            let (q, dlq) = queues($consumer).await?;
+            let f = Arc::new($function);
+            tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
+                $wrap(f.clone())
+            }));
+        }};
+    }
+    let clock = || opts.clock.clone();
     if opts.functions.lighthouse {
-        let (q, dlq) = queues(keelson_lighthouse::CONSUMER).await?;
-        let lh = Arc::new(keelson_lighthouse::Lighthouse::new(
-            env.store.clone(),
-            observed(),
-            opts.clock.clone(),
-            opts.lighthouse.clone(),
-        ));
-        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
-            LighthouseConsumer(lh.clone())
-        }));
+        poll_function!(
+            keelson_lighthouse::CONSUMER,
+            LighthouseConsumer,
+            keelson_lighthouse::Lighthouse::new(
+                env.store.clone(),
+                observed(),
+                clock(),
+                opts.lighthouse.clone()
+            )
+        );
     }
     if opts.functions.approval {
-        let (q, dlq) = queues(keelson_approval::CONSUMER).await?;
-        let a = Arc::new(keelson_approval::Approval::new(
-            env.store.clone(),
-            observed(),
-            opts.clock.clone(),
-        ));
-        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
-            ApprovalConsumer(a.clone())
-        }));
+        poll_function!(
+            keelson_approval::CONSUMER,
+            ApprovalConsumer,
+            keelson_approval::Approval::new(env.store.clone(), observed(), clock())
+        );
     }
     if opts.functions.remediation {
-        let (q, dlq) = queues(keelson_remediation::CONSUMER).await?;
-        let r = Arc::new(keelson_remediation::Remediation::new(
-            env.store.clone(),
-            observed(),
-            opts.clock.clone(),
-        ));
-        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
-            RemediationConsumer(r.clone())
-        }));
+        poll_function!(
+            keelson_remediation::CONSUMER,
+            RemediationConsumer,
+            keelson_remediation::Remediation::new(env.store.clone(), observed(), clock())
+        );
     }
     if opts.functions.prometheus {
-        let (q, dlq) = queues(keelson_prometheus::CONSUMER).await?;
-        let provider = Arc::new(keelson_prometheus::Provider::new(
-            env.store.clone(),
-            observed(),
-            opts.clock.clone(),
-            opts.prometheus.clone(),
-        ));
-        tasks.extend(spawn_pollers(&sqs, &q, &dlq, &config, POLLERS, || {
-            PrometheusConsumer(provider.clone())
-        }));
+        poll_function!(
+            keelson_prometheus::CONSUMER,
+            PrometheusConsumer,
+            keelson_prometheus::Provider::new(
+                env.store.clone(),
+                observed(),
+                clock(),
+                opts.prometheus.clone()
+            )
+        );
     }
     if let (true, Some(ret)) = (opts.functions.datastore, opts.retention) {
         tasks.push(spawn_retention(

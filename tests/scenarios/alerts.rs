@@ -29,13 +29,7 @@ spec:
 "#;
 
 async fn operated_node() -> TestNode {
-    let mut functions = keelson::FunctionSet::all();
-    functions.lighthouse = false;
-    let n = start(Setup {
-        functions: Some(functions),
-        ..Setup::default()
-    })
-    .await;
+    let n = start(Setup::without_lighthouse()).await;
     n.remediation_project(REMEDIATION).await.unwrap();
     n
 }

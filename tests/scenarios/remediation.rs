@@ -22,13 +22,7 @@ spec:
 "#;
 
 async fn remediation_node() -> TestNode {
-    let mut functions = keelson::FunctionSet::all();
-    functions.lighthouse = false;
-    let n = start(Setup {
-        functions: Some(functions),
-        ..Setup::default()
-    })
-    .await;
+    let n = start(Setup::without_lighthouse()).await;
     n.remediation_project(REMEDIATION).await.unwrap();
     n
 }

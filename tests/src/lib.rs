@@ -407,6 +407,18 @@ spec:
           tasks: [{name: get-action}, {name: action}, {name: evaluation}]
 "#;
 
+impl Setup {
+    /// Every function but the lighthouse: the test answers evaluations itself.
+    pub fn without_lighthouse() -> Setup {
+        let mut functions = keelson::FunctionSet::all();
+        functions.lighthouse = false;
+        Setup {
+            functions: Some(functions),
+            ..Setup::default()
+        }
+    }
+}
+
 impl TestNode {
     /// Creates project `shop` from [`REMEDIATION_SHIPYARD`] with service
     /// `carts` and uploads its `remediation.yaml`; returns the commit id.
