@@ -1,0 +1,1 @@
+//! Knative shells (in progress).
