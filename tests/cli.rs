@@ -25,7 +25,7 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
     std::fs::write(&slo, "spec_version: '1.0'\n").unwrap();
 
     let o = tokio::task::spawn_blocking({
-        let n_url = n.node.api_url();
+        let n_url = n.api_url();
         let sy = sy.clone();
         let slo = slo.clone();
         move || {
@@ -108,7 +108,7 @@ async fn client_verbs_drive_a_delivery_and_report_errors_clearly() {
         .await
         .unwrap();
     let (pause, get_seq, get_ev, bad_file, bad_sy, bad_token) = tokio::task::spawn_blocking({
-        let n_url = n.node.api_url();
+        let n_url = n.api_url();
         let ctx = ctx.clone();
         let dir = dir.path().to_path_buf();
         move || {
@@ -242,7 +242,7 @@ fn serve_rejects_bad_flags_naming_them() {
 async fn maintenance_windows_are_created_listed_and_ended_from_the_cli() {
     let n = TestNode::start().await.unwrap();
     n.project("shop", None, "carts").await.unwrap();
-    let url = n.node.api_url();
+    let url = n.api_url();
     let outs = tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| {
             Command::new(KEELSON)

@@ -11,7 +11,7 @@ async fn start(s: keelson_tests::Setup) -> keelson_tests::TestNode {
 
 /// Runs `keelson <verb> <args…>` against the node: stdout, or stderr on failure.
 async fn person(n: &keelson_tests::TestNode, verb: &str, args: &[&str]) -> Result<String, String> {
-    let url = n.node.api_url();
+    let url = n.api_url();
     let args: Vec<String> = std::iter::once(verb)
         .chain(args.iter().copied())
         .map(str::to_string)

@@ -13,7 +13,7 @@ async fn raw(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{}", n.node.api_url(), path));
+    let mut req = reqwest::Client::new().request(method, format!("{}{}", n.api_url(), path));
     if let Some(t) = token {
         req = req.header("x-token", t);
     }

@@ -28,41 +28,7 @@ mod approval {
     //! the person answers through the library the `keelson` verbs use.
     use super::start;
 
-    async fn person(n: &TestNode, verb: &str, args: &[&str]) -> Result<String, String> {
-        let mut scope = keelson::approvals::Scope::default();
-        let (mut id, mut message) = (None, None);
-        let mut rest = args.iter().copied();
-        if verb == "get" {
-            assert_eq!(rest.next(), Some("approvals"));
-        }
-        while let Some(flag) = rest.next() {
-            let v = rest.next().map(str::to_string);
-            match flag {
-                "--project" => scope.project = v.unwrap_or_default(),
-                "--stage" => scope.stage = v,
-                "--service" => scope.service = v,
-                "--id" => id = v,
-                "--message" => message = v,
-                f => panic!("unexpected flag {f}"),
-            }
-        }
-        let done = match verb {
-            "get" => keelson::approvals::open(&n.client, &scope)
-                .await
-                .map(|open| keelson::approvals::table(&open)),
-            v => {
-                keelson::approvals::answer(
-                    &n.client,
-                    &scope,
-                    id.as_deref(),
-                    v == "approve",
-                    message.as_deref(),
-                )
-                .await
-            }
-        };
-        done.map_err(|e| format!("{e:#}"))
-    }
+    use keelson_tests::person;
 
     include!("scenarios/approval.rs");
 }

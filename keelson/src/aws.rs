@@ -99,7 +99,7 @@ pub async fn start(opts: NodeOptions, target: &AwsTarget) -> anyhow::Result<Node
         let window = opts.dedupe_window.as_millis() as i64;
         tasks.push(tokio::spawn(async move {
             loop {
-                if let Err(e) = keelson_lambda::sweep(&o, window).await {
+                if let Err(e) = keelson_shipyard::sweep(&o, window).await {
                     tracing::warn!(error = %e, "sweep failed");
                 }
                 tokio::time::sleep(every).await;

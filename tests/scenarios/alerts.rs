@@ -65,7 +65,7 @@ async fn open_action(n: &TestNode, name: &str) -> Value {
 async fn alertmanager_starts_one_remediation_per_alert_that_loops_and_ends_when_resolved() {
     let n = operated_node().await;
     let am = Alertmanager::start(
-        &format!("{}/v1/alerts/alertmanager", n.node.api_url()),
+        &format!("{}/v1/alerts/alertmanager", n.api_url()),
         TOKEN,
         "2s",
     )
@@ -183,7 +183,7 @@ async fn maintenance_windows_silence_alerts_and_the_generic_webhook_starts_and_e
 #[tokio::test]
 async fn alert_webhooks_check_credentials_payloads_and_mapping() {
     let n = operated_node().await;
-    let url = format!("{}/v1/alerts/generic", n.node.api_url());
+    let url = format!("{}/v1/alerts/generic", n.api_url());
     let http = reqwest::Client::new();
     let body = json!({"alerts": [{"id": "x", "status": "firing", "title": "t", "project": "shop",
                                   "stage": "production", "service": "carts"}]});

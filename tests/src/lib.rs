@@ -5,6 +5,10 @@
 
 /// A real Prometheus on loopback, loaded with known data.
 pub mod alertmanager;
+/// A Knative Broker played on loopback.
+pub mod broker;
+/// Knative mode's HTTP services on loopback with PostgreSQL.
+pub mod knative;
 pub mod prometheus;
 
 use anyhow::{anyhow, bail};
@@ -52,8 +56,10 @@ spec:
 
 /// A node under test with its client.
 pub struct TestNode {
-    /// The node.
-    pub node: Node,
+    /// The node (local and AWS backends).
+    pub node: Option<Node>,
+    /// The deployment (Knative backend).
+    pub knative: Option<knative::KnativeStack>,
     /// A client for it.
     pub client: Client,
     /// The manual clock, when the test asked for one.
@@ -73,6 +79,8 @@ pub struct Setup {
     pub data_dir: Option<std::path::PathBuf>,
     /// The AWS backend on the emulator, on a fresh stack.
     pub aws: bool,
+    /// Knative mode: the HTTP services behind the broker harness, on PostgreSQL.
+    pub knative: bool,
     /// Functions to run (default: all).
     pub functions: Option<keelson::FunctionSet>,
     /// SLI provider of projects that configure none.
@@ -96,8 +104,27 @@ impl TestNode {
         .await
     }
 
+    /// The API's base URL (`…/api`).
+    pub fn api_url(&self) -> String {
+        match (&self.node, &self.knative) {
+            (Some(n), _) => n.api_url(),
+            (None, Some(k)) => k.api_url.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Whether events reach each consumer in the order they were published
+    /// (local mode's queues; the AWS pollers take a queue's batch in order).
+    /// Knative's channel-based broker delivers every event on its own.
+    pub fn delivers_in_order(&self) -> bool {
+        self.knative.is_none()
+    }
+
     /// Starts a node as described.
     pub async fn start_with(s: Setup) -> anyhow::Result<TestNode> {
+        if s.knative {
+            return Self::start_knative(s).await;
+        }
         let target = s.aws.then(aws_target);
         let store = match &s.data_dir {
             _ if s.aws => StoreChoice::Aws(target.clone().expect("aws")),
@@ -127,10 +154,49 @@ impl TestNode {
         let node = Node::start(opts).await?;
         let client = Client::new(&node.api_url(), TOKEN);
         Ok(TestNode {
-            node,
+            node: Some(node),
+            knative: None,
             client,
             clock,
             aws: target,
+        })
+    }
+
+    async fn start_knative(s: Setup) -> anyhow::Result<TestNode> {
+        use keelson_knative::Function;
+        let clock = s
+            .manual_clock
+            .then(|| Arc::new(ManualClock::at(Timestamp::from_millis(1_800_000_000_000))));
+        let mut cfg = keelson_knative::FunctionConfig {
+            token: TOKEN.into(),
+            tick_interval: Duration::from_millis(50),
+            ..Default::default()
+        };
+        if let Some(ms) = s.started_timeout_ms {
+            cfg.sequence.task_started_timeout_ms = ms;
+        }
+        cfg.lighthouse.default_sli_provider = s.sli_provider;
+        let with_prometheus = s.prometheus_url.is_some();
+        cfg.prometheus.default_url = s.prometheus_url;
+        let set = s.functions.unwrap_or_else(keelson::FunctionSet::all);
+        let run = move |f: Function| match f {
+            Function::Lighthouse => set.lighthouse,
+            Function::Approval => set.approval,
+            Function::Remediation => set.remediation,
+            Function::Prometheus => with_prometheus || set.prometheus,
+            _ => true,
+        };
+        let system: Arc<dyn Clock> = Arc::new(keelson_core::ports::SystemClock);
+        let c = clock.clone().map_or(system, |c| c as Arc<dyn Clock>);
+        // The manifests' back-off (0.5 s doubling) shortened tenfold.
+        let stack = knative::KnativeStack::start(cfg, c, run, 0.1).await?;
+        let client = Client::new(&stack.api_url, TOKEN);
+        Ok(TestNode {
+            node: None,
+            knative: Some(stack),
+            client,
+            clock,
+            aws: None,
         })
     }
 
@@ -435,4 +501,43 @@ impl TestNode {
             )
             .await
     }
+}
+
+/// A person answering approvals through the library the `keelson` verbs use
+/// (`get approvals`, `approve`, `decline` with their flags), for backends
+/// where the tests do not run the binary.
+pub async fn person(n: &TestNode, verb: &str, args: &[&str]) -> Result<String, String> {
+    let mut scope = keelson::approvals::Scope::default();
+    let (mut id, mut message) = (None, None);
+    let mut rest = args.iter().copied();
+    if verb == "get" {
+        assert_eq!(rest.next(), Some("approvals"));
+    }
+    while let Some(flag) = rest.next() {
+        let v = rest.next().map(str::to_string);
+        match flag {
+            "--project" => scope.project = v.unwrap_or_default(),
+            "--stage" => scope.stage = v,
+            "--service" => scope.service = v,
+            "--id" => id = v,
+            "--message" => message = v,
+            f => panic!("unexpected flag {f}"),
+        }
+    }
+    let done = match verb {
+        "get" => keelson::approvals::open(&n.client, &scope)
+            .await
+            .map(|open| keelson::approvals::table(&open)),
+        v => {
+            keelson::approvals::answer(
+                &n.client,
+                &scope,
+                id.as_deref(),
+                v == "approve",
+                message.as_deref(),
+            )
+            .await
+        }
+    };
+    done.map_err(|e| format!("{e:#}"))
 }

@@ -21,6 +21,20 @@ pub struct Config {
     pub retention_ms: Option<i64>,
 }
 
+impl Config {
+    /// Retention from `KEELSON_RETENTION` (a Go duration; unset or empty keeps everything).
+    pub fn from_env() -> Result<Config, String> {
+        let retention_ms = match std::env::var("KEELSON_RETENTION") {
+            Ok(v) if !v.trim().is_empty() => Some(
+                keelson_core::shipyard::parse_go_duration(v.trim())
+                    .map_err(|e| format!("KEELSON_RETENTION: {e}"))?,
+            ),
+            _ => None,
+        };
+        Ok(Config { retention_ms })
+    }
+}
+
 /// Stores a batch of events; returns how many were new.
 pub async fn store_events<S: EventStore>(
     store: &S,

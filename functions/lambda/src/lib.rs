@@ -134,35 +134,6 @@ pub mod aws_sdk {
     pub use keelson_aws::clients::*;
 }
 
-/// Orchestration timeouts from `KEELSON_TASK_STARTED_TIMEOUT` /
-/// `KEELSON_TASK_FINISHED_TIMEOUT` (Go durations such as `10m`).
-pub fn sequence_config_from_env() -> Result<SequenceConfig, String> {
-    let mut cfg = SequenceConfig::default();
-    if let Ok(v) = std::env::var("KEELSON_TASK_STARTED_TIMEOUT") {
-        cfg.task_started_timeout_ms = keelson_core::shipyard::parse_go_duration(&v)
-            .map_err(|e| format!("KEELSON_TASK_STARTED_TIMEOUT: {e}"))?;
-    }
-    if let Ok(v) = std::env::var("KEELSON_TASK_FINISHED_TIMEOUT") {
-        cfg.task_finished_timeout_ms = Some(
-            keelson_core::shipyard::parse_go_duration(&v)
-                .map_err(|e| format!("KEELSON_TASK_FINISHED_TIMEOUT: {e}"))?,
-        );
-    }
-    Ok(cfg)
-}
-
-/// Retention from `KEELSON_RETENTION` (a Go duration; unset or empty keeps everything).
-pub fn datastore_config_from_env() -> Result<keelson_datastore::Config, String> {
-    let retention_ms = match std::env::var("KEELSON_RETENTION") {
-        Ok(v) if !v.trim().is_empty() => Some(
-            keelson_core::shipyard::parse_go_duration(v.trim())
-                .map_err(|e| format!("KEELSON_RETENTION: {e}"))?,
-        ),
-        _ => None,
-    };
-    Ok(keelson_datastore::Config { retention_ms })
-}
-
 /// Logs as JSON-free plain lines (CloudWatch keeps them as they are).
 pub fn init_tracing() {
     // A level, not a filter expression: EnvFilter brings a regex engine into
@@ -280,24 +251,4 @@ where
     out
 }
 
-/// The scheduled sweep of the shipyard function: timeouts, `triggeredAfter`
-/// and queued dispatch, and forgetting applied-event records past the dedupe
-/// window. Returns the number of events emitted.
-pub async fn sweep<S: Store, B: EventBus, C: Clock>(
-    orch: &Orchestrator<S, B, C>,
-    dedupe_window_ms: i64,
-) -> Result<usize, String> {
-    let emitted = orch.tick().await.map_err(|e| e.to_string())?;
-    let before = orch.clock().now().minus(time_ms(dedupe_window_ms));
-    if let Err(e) = keelson_core::ports::SequenceStore::purge_applied(orch.store(), before).await {
-        tracing::warn!(error = %e, "pruning applied-event records failed");
-    }
-    Ok(emitted)
-}
-
-fn time_ms(ms: i64) -> time::Duration {
-    time::Duration::milliseconds(ms)
-}
-
-/// Applied-event records are kept this long: longer than SQS keeps a message (14 days).
-pub const DEDUPE_WINDOW_MS: i64 = 15 * 24 * 3600 * 1000;
+pub use keelson_shipyard::{sweep, DEDUPE_WINDOW_MS};

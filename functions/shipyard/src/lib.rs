@@ -605,3 +605,48 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         Err(Error::TooManyConflicts(key.id()))
     }
 }
+
+/// Orchestration timeouts from `KEELSON_TASK_STARTED_TIMEOUT` /
+/// `KEELSON_TASK_FINISHED_TIMEOUT` (Go durations such as `10m`); every bad
+/// variable is named.
+pub fn config_from_env() -> Result<Config, String> {
+    let mut cfg = Config::default();
+    let mut bad = Vec::new();
+    if let Ok(v) = std::env::var("KEELSON_TASK_STARTED_TIMEOUT") {
+        match keelson_core::shipyard::parse_go_duration(&v) {
+            Ok(ms) => cfg.task_started_timeout_ms = ms,
+            Err(e) => bad.push(format!("KEELSON_TASK_STARTED_TIMEOUT: {e}")),
+        }
+    }
+    if let Ok(v) = std::env::var("KEELSON_TASK_FINISHED_TIMEOUT") {
+        match keelson_core::shipyard::parse_go_duration(&v) {
+            Ok(ms) => cfg.task_finished_timeout_ms = Some(ms),
+            Err(e) => bad.push(format!("KEELSON_TASK_FINISHED_TIMEOUT: {e}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+/// Applied-event records are kept this long: longer than any queue or broker
+/// redelivers an event (SQS keeps a message 14 days).
+pub const DEDUPE_WINDOW_MS: i64 = 15 * 24 * 3600 * 1000;
+
+/// The periodic sweep of a deployed shipyard: timeouts, `triggeredAfter`
+/// and queued dispatch, and forgetting applied-event records past the dedupe
+/// window. Returns the number of events emitted.
+pub async fn sweep<S: Store, B: EventBus, C: Clock>(
+    orch: &Orchestrator<S, B, C>,
+    dedupe_window_ms: i64,
+) -> Result<usize, Error> {
+    let emitted = orch.tick().await?;
+    let before =
+        Timestamp::from_millis(orch.clock().now().millis().saturating_sub(dedupe_window_ms));
+    if let Err(e) = keelson_core::ports::SequenceStore::purge_applied(orch.store(), before).await {
+        tracing::warn!(error = %e, "pruning applied-event records failed");
+    }
+    Ok(emitted)
+}

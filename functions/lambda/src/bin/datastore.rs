@@ -3,7 +3,7 @@
 
 use keelson_aws::sqs::{handle_batch, SqsEvent};
 use keelson_core::ports::SystemClock;
-use keelson_lambda::{datastore_config_from_env, init_tracing, DatastoreConsumer, Env};
+use keelson_lambda::{init_tracing, DatastoreConsumer, Env};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let env = Env::from_env().await?;
     let dead = env.dead_letters_from_env()?;
-    let cfg = datastore_config_from_env()?;
+    let cfg = keelson_datastore::Config::from_env()?;
     let consumer = DatastoreConsumer(env.store.clone());
     let (consumer, dead, cfg) = (&consumer, &dead, &cfg);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {

@@ -2,7 +2,7 @@
 //! the scheduled sweep (timeouts, `triggeredAfter`, queued dispatch).
 
 use keelson_aws::sqs::{handle_batch, SqsEvent};
-use keelson_lambda::{init_tracing, sequence_config_from_env, sweep, Env, ShipyardConsumer};
+use keelson_lambda::{init_tracing, sweep, Env, ShipyardConsumer};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let env = Env::from_env().await?;
     let dead = env.dead_letters_from_env()?;
-    let consumer = ShipyardConsumer(env.orchestrator(sequence_config_from_env()?));
+    let consumer = ShipyardConsumer(env.orchestrator(keelson_shipyard::config_from_env()?));
     let (consumer, dead) = (&consumer, &dead);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
         if ev.payload.get("Records").is_some() {

@@ -1,0 +1,6 @@
+//! `approval-http`: the approval function as a Knative Service (see the crate docs).
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    keelson_knative::main(keelson_knative::Function::Approval).await
+}

@@ -1,0 +1,6 @@
+//! `datastore-http`: the datastore function as a Knative Service (see the crate docs).
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    keelson_knative::main(keelson_knative::Function::Datastore).await
+}

@@ -1,0 +1,6 @@
+//! `prometheus-http`: the prometheus function as a Knative Service (see the crate docs).
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    keelson_knative::main(keelson_knative::Function::Prometheus).await
+}
