@@ -289,16 +289,7 @@ pub(crate) fn spawn_retention<S: keelson_core::ports::EventStore + 'static>(
     let cfg = keelson_datastore::Config {
         retention_ms: Some(retention.as_millis() as i64),
     };
-    tokio::spawn(async move {
-        loop {
-            match keelson_datastore::apply_retention(&store, &clock, &cfg).await {
-                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention applied"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "retention failed"),
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
+    tokio::spawn(keelson_datastore::retain_forever(store, clock, cfg, every))
 }
 
 /// Binds the API and serves `app` until `shutdown`.
@@ -407,33 +398,16 @@ where
                 }
             },
         ));
-        let st = store.clone();
-        let clock = opts.clock.clone();
-        let window = opts.dedupe_window;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let before = clock.now().minus(time_of(window));
-                match keelson_core::ports::SequenceStore::purge_applied(&st, before).await {
-                    Ok(n) if n > 0 => tracing::info!(
-                        forgotten = n,
-                        "applied-event records past the dedupe window removed"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "pruning applied-event records failed"),
-                }
-                tokio::time::sleep(Duration::from_secs(600)).await;
-            }
-        }));
-        let o = orch.clone();
-        let every = opts.tick_interval;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                if let Err(e) = o.tick().await {
-                    tracing::warn!(error = %e, "shipyard tick failed");
-                }
-                tokio::time::sleep(every).await;
-            }
-        }));
+        tasks.push(tokio::spawn(keelson_shipyard::forget_applied_forever(
+            store.clone(),
+            opts.clock.clone(),
+            i64::try_from(opts.dedupe_window.as_millis()).unwrap_or(i64::MAX),
+            Duration::from_secs(600),
+        )));
+        tasks.push(tokio::spawn(keelson_shipyard::tick_forever(
+            orch.clone(),
+            opts.tick_interval,
+        )));
     }
     if opts.functions.datastore {
         let st = store.clone();
@@ -777,10 +751,6 @@ async fn consume<Q, F, Fut>(
             }
         }
     }
-}
-
-fn time_of(d: Duration) -> time::Duration {
-    time::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Why a consumer's handler failed.

@@ -5,10 +5,11 @@
 //! `knativearrivaltime`; every Trigger whose filter matches gets its own,
 //! concurrent delivery (no order across events) to its subscriber over HTTP in
 //! binary mode with `Prefer: reply`; a `2xx` answer carrying an event puts that
-//! event on the broker (a reply); 404, 408, 409, 429 and 5xx are retried with
-//! the Trigger's back-off, `retry` times, then — like any other failure — the
-//! event goes to the dead-letter sink with `knativeerrordest`,
-//! `knativeerrorcode` and `knativeerrordata`.
+//! event on the broker (a reply), a `2xx` whose body is something else counts
+//! as a failed delivery (`502`, as Knative's broker filter answers); 404, 408,
+//! 409, 429 and 5xx are retried with the Trigger's back-off, `retry` times,
+//! then — like any other failure — the event goes to the dead-letter sink with
+//! `knativeerrordest`, `knativeerrorcode` and `knativeerrordata`.
 //!
 //! The Triggers are read from the manifests in `infra/knative/` (their
 //! filters, subscribers and delivery), so the tests run the filters that
@@ -245,7 +246,6 @@ fn publish(inner: Arc<Inner>, mut ev: Value) {
 
 async fn deliver(inner: Arc<Inner>, trigger: usize, ev: Value) {
     let t = &inner.triggers[trigger];
-    let target = lock(&inner.services).get(&t.subscriber).cloned();
     let mut delay = t.delivery.backoff.mul_f64(inner.time_scale);
     let mut last = (0u16, String::new());
     for attempt in 0..=t.delivery.retry {
@@ -257,6 +257,8 @@ async fn deliver(inner: Arc<Inner>, trigger: usize, ev: Value) {
                 delay + t.delivery.backoff.mul_f64(inner.time_scale)
             };
         }
+        // Looked up on every attempt: a service may come up meanwhile.
+        let target = lock(&inner.services).get(&t.subscriber).cloned();
         let (status, body, reply) = match &target {
             Some(url) => send_binary(&inner.client, url, &ev, &[]).await,
             None => (0, format!("no service {}", t.subscriber), None),
@@ -376,12 +378,15 @@ async fn send_binary(
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("application/cloudevents+json"));
-    let reply = if (200..300).contains(&status) && is_event {
-        to_json(&headers, bytes.clone()).ok()
-    } else {
-        None
-    };
-    (status, String::from_utf8_lossy(&bytes).into_owned(), reply)
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    if !(200..300).contains(&status) || (bytes.is_empty() && !is_event) {
+        return (status, body, None);
+    }
+    match is_event.then(|| to_json(&headers, bytes.clone())) {
+        Some(Ok(reply)) => (status, body, Some(reply)),
+        // A reply that is no CloudEvent fails the delivery, as in Knative.
+        _ => (502, body, None),
+    }
 }
 
 fn data_bytes(v: &Value) -> Vec<u8> {
@@ -524,6 +529,133 @@ fn iso_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trigger(name: &str, ty: &str, subscriber: &str) -> Trigger {
+        Trigger {
+            name: name.into(),
+            filter: Filter::Exact(ty.into()),
+            subscriber: subscriber.into(),
+            delivery: Delivery {
+                retry: 2,
+                backoff: Duration::from_millis(5),
+                exponential: true,
+                dead_letter: Some("dls".into()),
+            },
+        }
+    }
+
+    /// A subscriber that answers with `status`, `headers` and `body`.
+    async fn subscriber(
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+        body: &'static str,
+    ) -> String {
+        let app = axum::Router::new().route(
+            "/",
+            post(move || {
+                let headers = headers.clone();
+                async move {
+                    let mut r = axum::response::Response::new(axum::body::Body::from(body));
+                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                    for (k, v) in headers {
+                        r.headers_mut().insert(k, v.parse().unwrap());
+                    }
+                    r
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn replies_are_put_on_the_broker_and_a_reply_that_is_no_event_is_a_failure() {
+        let broker = Broker::start(
+            vec![
+                trigger("a", "t.a", "replier"),
+                trigger("b", "t.b", "sink"),
+                trigger("c", "t.c", "garbage"),
+            ],
+            1.0,
+        )
+        .await
+        .unwrap();
+        let reply = r#"{"specversion":"1.0","id":"r1","source":"s","type":"t.b","data":{"x":1}}"#;
+        broker.set_service(
+            "replier",
+            &subscriber(
+                200,
+                vec![("content-type", "application/cloudevents+json")],
+                reply,
+            )
+            .await,
+        );
+        broker.set_service("sink", &subscriber(202, vec![], "").await);
+        broker.set_service(
+            "garbage",
+            &subscriber(200, vec![("content-type", "text/plain")], "ok").await,
+        );
+        broker.set_service("dls", &subscriber(202, vec![], "").await);
+        let send = |ty: &str| {
+            reqwest::Client::new()
+                .post(broker.url.clone())
+                .header("ce-specversion", "1.0")
+                .header("ce-id", format!("id-{ty}"))
+                .header("ce-source", "test")
+                .header("ce-type", ty.to_string())
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+        };
+        assert_eq!(send("t.a").await.unwrap().status().as_u16(), 202);
+        assert_eq!(send("t.c").await.unwrap().status().as_u16(), 202);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while broker.dead_letters().is_empty()
+            || !broker.attempts().iter().any(|a| a.event_id == "r1")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                broker.attempts()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The reply went to trigger b; the plain-text 200 was retried, then dead-lettered.
+        let a: Vec<_> = broker
+            .attempts()
+            .into_iter()
+            .filter(|a| a.trigger == "a")
+            .collect();
+        assert_eq!((a.len(), a[0].reply.as_deref()), (1, Some("r1")));
+        assert!(broker
+            .attempts()
+            .iter()
+            .any(|x| x.trigger == "b" && x.event_id == "r1" && x.status == 202));
+        let c: Vec<_> = broker
+            .attempts()
+            .into_iter()
+            .filter(|a| a.trigger == "c")
+            .collect();
+        assert_eq!(
+            c.iter().map(|a| a.status).collect::<Vec<_>>(),
+            [502, 502, 502]
+        );
+        let dead = broker.dead_letters();
+        assert_eq!(
+            (
+                dead[0].trigger.as_str(),
+                dead[0].status,
+                dead[0].sink_status
+            ),
+            ("c", 502, Some(202))
+        );
+        assert!(broker
+            .ingested()
+            .iter()
+            .any(|e| e["id"] == "r1" && e["knativearrivaltime"].is_string()));
+    }
 
     #[test]
     fn filters_and_durations_are_read_as_knative_reads_them() {

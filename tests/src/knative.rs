@@ -65,16 +65,13 @@ impl KnativeStack {
         let mut tasks = Vec::new();
         let mut services = Vec::new();
         let mut api_url = String::new();
+        // Every service has its address before any starts: the shipyard's
+        // sweep may publish at once, and the broker must know where to deliver.
+        let mut listeners = Vec::new();
         for (name, f) in SERVICES {
             if !run(f) {
                 continue;
             }
-            // One pool per service, as one per pod: every one of them applies
-            // (or finds applied) the migrations at start-up.
-            let store = keelson_postgres::PostgresStore::connect(&database_url)
-                .await
-                .with_context(|| format!("{name}: connecting to {database_url}"))?;
-            let app = keelson_knative::app(f, store, clock.clone(), &cfg);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             broker.set_service(name, &url);
@@ -82,6 +79,15 @@ impl KnativeStack {
                 api_url = format!("{url}/api");
             }
             services.push((name.to_string(), url));
+            listeners.push((name, f, listener));
+        }
+        for (name, f, listener) in listeners {
+            // One pool per service, as one per pod: every one of them applies
+            // (or finds applied) the migrations at start-up.
+            let store = keelson_postgres::PostgresStore::connect_with_pool_size(&database_url, 4)
+                .await
+                .with_context(|| format!("{name}: connecting to {database_url}"))?;
+            let app = keelson_knative::app(f, store, clock.clone(), &cfg);
             tasks.extend(app.tasks);
             tasks.push(tokio::spawn(async move {
                 let _ = keelson_knative::serve::serve_until(

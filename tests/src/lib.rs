@@ -180,11 +180,14 @@ impl TestNode {
         cfg.prometheus.default_url = s.prometheus_url;
         let set = s.functions.unwrap_or_else(keelson::FunctionSet::all);
         let run = move |f: Function| match f {
+            Function::Api => set.api,
+            Function::Shipyard => set.shipyard,
+            Function::Datastore => set.datastore,
+            Function::DeadLetter => true,
             Function::Lighthouse => set.lighthouse,
             Function::Approval => set.approval,
             Function::Remediation => set.remediation,
             Function::Prometheus => with_prometheus || set.prometheus,
-            _ => true,
         };
         let system: Arc<dyn Clock> = Arc::new(keelson_core::ports::SystemClock);
         let c = clock.clone().map_or(system, |c| c as Arc<dyn Clock>);

@@ -58,6 +58,25 @@ pub async fn apply_retention<S: EventStore, C: Clock>(
     }
 }
 
+/// Applies the retention every `every`, for as long as the task runs.
+pub async fn retain_forever<S: EventStore, C: Clock>(
+    store: S,
+    clock: C,
+    cfg: Config,
+    every: std::time::Duration,
+) {
+    loop {
+        match apply_retention(&store, &clock, &cfg).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(deleted = n, "events past the retention period deleted")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying retention failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,11 @@ impl Function {
     }
 }
 
+/// Connections per replica unless `KEELSON_DATABASE_POOL_SIZE` says otherwise:
+/// every function's replicas share the database's `max_connections` (100 by
+/// default), so services × replicas × pool must stay below it.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -69,6 +74,8 @@ pub struct Settings {
     pub port: u16,
     /// `KEELSON_DATABASE_URL`: a `postgres://` URL.
     pub database_url: String,
+    /// `KEELSON_DATABASE_POOL_SIZE`: connections this replica may open.
+    pub pool_size: usize,
     /// How the function behaves.
     pub functions: FunctionConfig,
 }
@@ -138,6 +145,18 @@ impl Settings {
         {
             bad.push("KEELSON_DATABASE_URL: must be a postgres:// or postgresql:// URL".into());
         }
+        let pool_size = match var("KEELSON_DATABASE_POOL_SIZE") {
+            None => DEFAULT_POOL_SIZE,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=256).contains(&n) => n,
+                _ => {
+                    bad.push(format!(
+                        "KEELSON_DATABASE_POOL_SIZE: {n:?} is not a number from 1 to 256"
+                    ));
+                    DEFAULT_POOL_SIZE
+                }
+            },
+        };
         f.sink = var("K_SINK");
         match &f.sink {
             None if function.publishes() => bad
@@ -182,6 +201,7 @@ impl Settings {
             Ok(Settings {
                 port,
                 database_url,
+                pool_size,
                 functions: f,
             })
         } else {
@@ -204,11 +224,11 @@ fn failure(kind: ErrorKind, e: impl std::fmt::Display) -> serve::Failure {
     (kind, e.to_string())
 }
 
-/// A consumer app for a function whose `process(&event)` handles one event.
+/// A consumer app for a function (in an `Arc`) whose `process(&event)` handles one event.
 macro_rules! process_app {
-    ($function:expr, $subscription:expr, $bus:expr, $clock:expr) => {{
-        let f = Arc::new($function);
-        consumer($subscription, $bus, $clock, move |ev: KeptnEvent| {
+    ($function:expr, $subscription:expr, $clock:expr) => {{
+        let f: Arc<_> = $function;
+        consumer($subscription, $clock, move |ev: KeptnEvent| {
             let f = f.clone();
             async move {
                 f.process(&ev)
@@ -240,39 +260,34 @@ pub fn app<S: Store>(
         }
         Function::Shipyard => {
             let orch = Arc::new(Orchestrator::new(
-                store,
-                bus.clone(),
+                store.clone(),
+                bus,
                 clock.clone(),
                 cfg.sequence.clone(),
             ));
-            tasks.push(tokio::spawn(sweep_forever(orch.clone(), cfg.tick_interval)));
-            let o = orch.clone();
-            consumer(
-                keelson_shipyard::subscription(),
-                bus,
-                clock,
-                move |ev: KeptnEvent| {
-                    let o = o.clone();
-                    async move {
-                        o.process(&ev)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| failure(e.kind(), e))
-                    }
-                },
-            )
+            tasks.push(tokio::spawn(keelson_shipyard::tick_forever(
+                orch.clone(),
+                cfg.tick_interval,
+            )));
+            tasks.push(tokio::spawn(keelson_shipyard::forget_applied_forever(
+                store,
+                clock.clone(),
+                keelson_shipyard::DEDUPE_WINDOW_MS,
+                Duration::from_secs(600),
+            )));
+            process_app!(orch, keelson_shipyard::subscription(), clock)
         }
         Function::Datastore => {
             if cfg.datastore.retention_ms.is_some() {
-                tasks.push(tokio::spawn(retention_forever(
+                tasks.push(tokio::spawn(keelson_datastore::retain_forever(
                     store.clone(),
                     clock.clone(),
                     cfg.datastore.clone(),
+                    Duration::from_secs(3600),
                 )));
             }
             consumer(
                 keelson_datastore::subscription(),
-                bus,
                 clock,
                 move |ev: KeptnEvent| {
                     let store = store.clone();
@@ -286,40 +301,40 @@ pub fn app<S: Store>(
             )
         }
         Function::Lighthouse => process_app!(
-            keelson_lighthouse::Lighthouse::new(
+            Arc::new(keelson_lighthouse::Lighthouse::new(
                 store,
-                bus.clone(),
+                bus,
                 clock.clone(),
                 cfg.lighthouse.clone()
-            ),
+            )),
             keelson_lighthouse::subscription(),
-            bus,
             clock
         ),
         Function::Approval => process_app!(
-            keelson_approval::Approval::new(store, bus.clone(), clock.clone()),
+            Arc::new(keelson_approval::Approval::new(store, bus, clock.clone())),
             keelson_approval::subscription(),
-            bus,
             clock
         ),
         Function::Remediation => process_app!(
-            keelson_remediation::Remediation::new(store, bus.clone(), clock.clone()),
+            Arc::new(keelson_remediation::Remediation::new(
+                store,
+                bus,
+                clock.clone()
+            )),
             keelson_remediation::subscription(),
-            bus,
             clock
         ),
         Function::Prometheus => process_app!(
-            keelson_prometheus::Provider::new(
+            Arc::new(keelson_prometheus::Provider::new(
                 store,
-                bus.clone(),
+                bus,
                 clock.clone(),
                 cfg.prometheus.clone()
-            ),
+            )),
             keelson_prometheus::subscription(),
-            bus,
             clock
         ),
-        Function::DeadLetter => dead_letters(store, bus, clock),
+        Function::DeadLetter => dead_letters(store, clock),
     };
     App {
         router,
@@ -332,9 +347,9 @@ pub fn app<S: Store>(
 /// reason (`knativeerrordest`, `knativeerrorcode`, `knativeerrordata`), and
 /// stores the event (idempotent on its id) so the audit log keeps it even
 /// when it was the datastore's delivery that failed.
-fn dead_letters<S: Store>(store: S, bus: KnativeBus, clock: Arc<dyn Clock>) -> Router {
+fn dead_letters<S: Store>(store: S, clock: Arc<dyn Clock>) -> Router {
     let every = Subscription::new("dead-letters", &[">"]);
-    consumer_with(every, bus, clock, true, move |mut ev: KeptnEvent| {
+    consumer_with(every, clock, true, move |mut ev: KeptnEvent| {
         let store = store.clone();
         async move {
             let attr = |k: &str| {
@@ -362,65 +377,15 @@ fn dead_letters<S: Store>(store: S, bus: KnativeBus, clock: Arc<dyn Clock>) -> R
     })
 }
 
-/// `knativeerrordata` is the subscriber's response body, base64-encoded.
+/// `knativeerrordata` is the subscriber's response body, base64-encoded, and
+/// cut by Knative (to 1024 characters): decode what is whole, show at most
+/// 1024 characters.
 fn decode_error_data(data: &str) -> String {
     use base64::Engine;
-    match base64::engine::general_purpose::STANDARD.decode(data) {
-        Ok(bytes) => {
-            let mut s = String::from_utf8_lossy(&bytes).into_owned();
-            s.truncate(1024);
-            s
-        }
+    let whole = &data.as_bytes()[..data.len() / 4 * 4];
+    match base64::engine::general_purpose::STANDARD.decode(whole) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).chars().take(1024).collect(),
         Err(_) => data.chars().take(1024).collect(),
-    }
-}
-
-/// The shipyard's sweep: timeouts, `triggeredAfter`, queued dispatch every
-/// `every`; applied-event records past the dedupe window every ten minutes.
-/// Several replicas may sweep at once: every lane write is conditional.
-async fn sweep_forever<S: Store, B: keelson_core::ports::EventBus>(
-    orch: Arc<Orchestrator<S, B, Arc<dyn Clock>>>,
-    every: Duration,
-) {
-    let mut last_purge: Option<tokio::time::Instant> = None;
-    loop {
-        if let Err(e) = orch.tick().await {
-            tracing::warn!(error = %e, "shipyard sweep failed");
-        }
-        let purge_due = match last_purge {
-            None => true,
-            Some(t) => t.elapsed() >= Duration::from_secs(600),
-        };
-        if purge_due {
-            last_purge = Some(tokio::time::Instant::now());
-            let before = keelson_core::Timestamp::from_millis(
-                orch.clock()
-                    .now()
-                    .millis()
-                    .saturating_sub(keelson_shipyard::DEDUPE_WINDOW_MS),
-            );
-            if let Err(e) = orch.store().purge_applied(before).await {
-                tracing::warn!(error = %e, "pruning applied-event records failed");
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-async fn retention_forever<S: Store>(
-    store: S,
-    clock: Arc<dyn Clock>,
-    cfg: keelson_datastore::Config,
-) {
-    loop {
-        match keelson_datastore::apply_retention(&store, &clock, &cfg).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(deleted = n, "events past the retention period deleted")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "applying retention failed"),
-        }
-        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 
@@ -451,7 +416,12 @@ pub async fn main(function: Function) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match keelson_postgres::PostgresStore::connect(&settings.database_url).await {
+    let store = match keelson_postgres::PostgresStore::connect_with_pool_size(
+        &settings.database_url,
+        settings.pool_size,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: KEELSON_DATABASE_URL: {e}", function.binary());
@@ -477,5 +447,24 @@ pub async fn main(function: Function) -> ExitCode {
             eprintln!("{}: {e}", function.binary());
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brokers_error_data_is_decoded_even_when_cut_inside_a_character() {
+        use base64::Engine;
+        let body = "é".repeat(2000);
+        let full = base64::engine::general_purpose::STANDARD.encode(body.as_bytes());
+        // Knative cuts the attribute to 1024 characters, not at a boundary.
+        let cut = &full[..1023];
+        let shown = decode_error_data(cut);
+        // 1020 whole base64 characters: 765 bytes, 382 'é' and half of one.
+        assert_eq!(shown, format!("{}\u{FFFD}", "é".repeat(382)));
+        assert_eq!(decode_error_data(&full).chars().count(), 1024);
+        assert_eq!(decode_error_data("not base64 ü!"), "not base64 ü!");
     }
 }

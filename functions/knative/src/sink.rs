@@ -1,11 +1,16 @@
 //! Publishing to the Knative Broker: events go to the broker URL Knative
-//! injects as `K_SINK`, with retries; while a delivery is being answered, the
-//! last event a handler publishes becomes the HTTP reply instead (Knative
-//! puts a reply event on the broker itself, one request fewer).
+//! injects as `K_SINK`, in order, each with retries.
+//!
+//! Why not reply (a `200` with the event as the body, which Knative puts on
+//! the broker)? A reply carries one event and a handler often emits several
+//! in order (`.started` before `.finished`); and when the broker fails to
+//! forward a reply, Knative sends the *original* event to the dead-letter sink
+//! instead of redelivering it, so the emitted event would be lost. Sent here,
+//! a failure fails the delivery (`503`), the broker redelivers, and the
+//! function re-publishes the effects it stored with the applied event.
 
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventBus, StoreError, StoreResult};
-use std::cell::RefCell;
 use std::time::Duration;
 
 /// The `Content-Type` of a CloudEvent in structured mode.
@@ -41,6 +46,15 @@ pub enum SinkError {
     /// No `K_SINK` was configured but the function published.
     #[error("K_SINK is not set: this function cannot publish events")]
     NoSink,
+    /// The event could not be encoded.
+    #[error("event {id} cannot be encoded: {source}")]
+    Encode {
+        /// Event id.
+        id: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Retry policy of publishing (exponential back-off).
@@ -52,31 +66,20 @@ pub struct Retry {
     pub backoff: Duration,
 }
 
+// 4 attempts of at most 5 s with 0.1 + 0.2 + 0.4 s between them: a
+// delivery gives up well inside Knative's 30 s request timeout, so the
+// broker's retry (not queue-proxy's cut) decides what happens next.
 impl Default for Retry {
     fn default() -> Self {
         Retry {
-            attempts: 5,
+            attempts: 4,
             backoff: Duration::from_millis(100),
         }
     }
 }
 
-tokio::task_local! {
-    /// Events published while a delivery is being answered, in order.
-    static CAPTURE: RefCell<Vec<KeptnEvent>>;
-}
-
-/// Runs `fut` with the events it publishes through a [`KnativeBus`] captured
-/// instead of sent; returns its output and the captured events, in order.
-pub async fn capturing<F: std::future::Future>(fut: F) -> (F::Output, Vec<KeptnEvent>) {
-    CAPTURE
-        .scope(RefCell::new(Vec::new()), async move {
-            let out = fut.await;
-            let captured = CAPTURE.with(|c| std::mem::take(&mut *c.borrow_mut()));
-            (out, captured)
-        })
-        .await
-}
+/// Longest wait for one POST to the broker.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bus of a Knative function: HTTP POSTs of structured CloudEvents to the broker.
 #[derive(Clone)]
@@ -89,10 +92,13 @@ pub struct KnativeBus {
 impl KnativeBus {
     /// A bus sending to `url` (`K_SINK`); `None` for a function that never publishes.
     pub fn new(url: Option<String>, retry: Retry) -> KnativeBus {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP client settings refused; using the defaults");
+                reqwest::Client::new()
+            }
+        };
         KnativeBus { client, url, retry }
     }
 
@@ -114,7 +120,10 @@ impl KnativeBus {
     }
 
     async fn send_one(&self, url: &str, ev: &KeptnEvent) -> Result<(), SinkError> {
-        let body = serde_json::to_vec(ev).unwrap_or_default();
+        let body = serde_json::to_vec(ev).map_err(|source| SinkError::Encode {
+            id: ev.id.clone(),
+            source,
+        })?;
         let attempts = self.retry.attempts.max(1);
         let mut delay = self.retry.backoff;
         let mut reason = String::new();
@@ -133,8 +142,8 @@ impl KnativeBus {
                 }
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    let mut body = r.text().await.unwrap_or_default();
-                    body.truncate(512);
+                    let body = r.text().await.unwrap_or_default();
+                    let body = body.chars().take(512).collect();
                     return Err(SinkError::Refused {
                         url: url.into(),
                         id: ev.id.clone(),
@@ -167,19 +176,91 @@ pub fn retryable(status: u16) -> bool {
 
 impl EventBus for KnativeBus {
     async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
-        // Inside a delivery the events are answered with it (the shell sends
-        // them, or replies with the last), so a handler's commit-then-publish
-        // order is kept and a failed send fails the delivery, which the broker
-        // retries: the redelivered event re-publishes the stored effects.
-        let captured = CAPTURE
-            .try_with(|c| c.borrow_mut().extend_from_slice(events))
-            .is_ok();
-        if captured {
-            return Ok(());
-        }
         self.send(events).await.map_err(|e| {
-            let transient = !matches!(e, SinkError::Refused { .. } | SinkError::NoSink);
+            let transient = matches!(e, SinkError::Unavailable { .. });
             StoreError::backend(e, transient)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A broker ingress answering `statuses` in turn (then 202), counting requests.
+    async fn ingress(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = n.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                let i = c.fetch_add(1, Ordering::SeqCst);
+                let s = statuses.get(i).copied().unwrap_or(202);
+                async move { StatusCode::from_u16(s).unwrap() }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, n)
+    }
+
+    fn ev() -> KeptnEvent {
+        KeptnEvent::new(
+            "e1".into(),
+            "t",
+            "sh.keptn.event.test.triggered".into(),
+            "ctx",
+            serde_json::json!({}),
+            keelson_core::Timestamp::from_millis(0),
+        )
+    }
+
+    fn quick() -> Retry {
+        Retry {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn retryable_answers_are_retried_and_refusals_are_not() {
+        let (url, n) = ingress(vec![503, 429]).await;
+        let bus = KnativeBus::new(Some(url), quick());
+        bus.publish(&[ev()]).await.unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+
+        let (url, n) = ingress(vec![503, 503, 503]).await;
+        let err = KnativeBus::new(Some(url), quick())
+            .publish(&[ev()])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            keelson_core::error::ErrorKind::Transient,
+            "{err}"
+        );
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+
+        let (url, n) = ingress(vec![400]).await;
+        let err = KnativeBus::new(Some(url), quick())
+            .publish(&[ev()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), keelson_core::error::ErrorKind::Fatal, "{err}");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+
+        let err = KnativeBus::new(None, quick())
+            .publish(&[ev()])
+            .await
+            .unwrap_err();
+        assert!(std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("K_SINK"));
+        KnativeBus::new(None, quick()).publish(&[]).await.unwrap();
     }
 }

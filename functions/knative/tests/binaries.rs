@@ -1,7 +1,8 @@
 //! The `<name>-http` binaries as Knative runs them: settings from the
 //! environment, PostgreSQL on loopback, a delivery as the broker sends it
 //! (the fixture request, byte for byte), publishing to `K_SINK`, health
-//! endpoints, and a graceful stop on SIGTERM.
+//! endpoints, and a graceful stop on SIGTERM. Multi-threaded runtimes: the
+//! test's own servers (the sink) must answer while a test waits.
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -112,14 +113,14 @@ fn sigterm(child: &Running) {
     assert!(ok);
 }
 
-fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
+async fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             return s;
         }
         assert!(Instant::now() < deadline, "still running after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -154,8 +155,30 @@ fn a_bad_environment_is_refused_naming_every_problem() {
     assert!(err.contains("must be a postgres://"), "{err}");
 }
 
-#[tokio::test]
-async fn approval_http_answers_the_brokers_delivery_with_a_reply_and_stops_on_sigterm() {
+/// A broker ingress that records what it is sent, each answer `delay` late.
+async fn slow_sink(delay: Duration) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let g = g.clone();
+            async move {
+                let ce = cloudevents::binding::http::to_event(&headers, body.to_vec()).unwrap();
+                g.lock().unwrap().push(serde_json::to_value(&ce).unwrap());
+                tokio::time::sleep(delay).await;
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_http_takes_the_brokers_delivery_and_publishes_to_k_sink_in_order() {
     let db = keelson_postgres::testing::fresh_database().await;
     let (sink_url, got) = sink().await;
     let port = free_port();
@@ -174,40 +197,78 @@ async fn approval_http_answers_the_brokers_delivery_with_a_reply_and_stops_on_si
     assert_eq!(live.status().as_u16(), 200);
 
     let (status, head, body) = send_raw(port, DELIVERY).await;
-    assert_eq!(status, 200, "{head}\n{body}");
-    assert!(
-        head.contains("content-type: application/cloudevents+json"),
-        "{head}"
-    );
-    let reply: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(reply["type"], json!("sh.keptn.event.approval.finished"));
+    assert_eq!(status, 202, "{head}\n{body}");
+    let sent = got.lock().unwrap().clone();
+    let types: Vec<_> = sent.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
-        reply["triggeredid"],
+        types,
+        [
+            "sh.keptn.event.approval.started",
+            "sh.keptn.event.approval.finished"
+        ]
+    );
+    let finished = &sent[1];
+    assert_eq!(
+        finished["triggeredid"],
         json!("6de83495-4f83-481c-8dbe-fcceb2e0243b")
     );
     assert_eq!(
-        reply["shkeptncontext"],
+        finished["shkeptncontext"],
         json!("08735340-6f9e-4b32-97ff-3b6c292bc50c")
     );
-    assert_eq!(reply["data"]["result"], json!("pass"));
-    assert!(reply.get("knativearrivaltime").is_none(), "{reply}");
-    // The event before the last went to K_SINK.
-    let sent = got.lock().unwrap().clone();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0]["type"], json!("sh.keptn.event.approval.started"));
+    assert_eq!(finished["data"]["result"], json!("pass"));
+    assert!(finished.get("knativearrivaltime").is_none(), "{finished}");
 
-    // A redelivery (the broker retries after a lost answer) is answered the same.
-    let (again, _, body2) = send_raw(port, DELIVERY).await;
-    assert_eq!(again, 200);
-    let reply2: Value = serde_json::from_str(&body2).unwrap();
-    assert_eq!(reply2["id"], reply["id"]);
+    // A redelivery (the broker retries after a lost answer) publishes the
+    // same events again, with the same ids, for consumers to dedupe.
+    let (again, _, _) = send_raw(port, DELIVERY).await;
+    assert_eq!(again, 202);
+    let sent = got.lock().unwrap().clone();
+    assert_eq!(sent.len(), 4);
+    assert_eq!(
+        (&sent[2]["id"], &sent[3]["id"]),
+        (&sent[0]["id"], &sent[1]["id"])
+    );
 
     sigterm(&child);
-    let exit = wait_exit(&mut child);
+    let exit = wait_exit(&mut child).await;
     assert!(exit.success(), "{exit:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_delivery_in_flight_finish_before_the_process_exits() {
+    let db = keelson_postgres::testing::fresh_database().await;
+    // The broker takes a second to accept each event: the delivery is in
+    // flight when SIGTERM arrives.
+    let (sink_url, got) = slow_sink(Duration::from_secs(1)).await;
+    let port = free_port();
+    let mut child = spawn(
+        env!("CARGO_BIN_EXE_approval-http"),
+        &[
+            ("PORT", &port.to_string()),
+            ("K_SINK", &sink_url),
+            ("KEELSON_DATABASE_URL", &db),
+        ],
+    );
+    wait_ready(port).await;
+    let delivery = tokio::spawn(send_raw(port, DELIVERY));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery never reached the sink"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&child);
+    let (status, head, body) = delivery.await.unwrap();
+    assert_eq!(status, 202, "{head}\n{body}");
+    assert_eq!(got.lock().unwrap().len(), 2, "both events were sent");
+    let exit = wait_exit(&mut child).await;
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datastore_http_needs_no_sink_and_stores_a_structured_event() {
     use keelson_core::ports::EventStore;
     let db = keelson_postgres::testing::fresh_database().await;
@@ -239,5 +300,5 @@ async fn datastore_http_needs_no_sink_and_stores_a_structured_event() {
     let ids: Vec<_> = page.events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["ds-1"]);
     sigterm(&child);
-    assert!(wait_exit(&mut child).success());
+    assert!(wait_exit(&mut child).await.success());
 }

@@ -650,3 +650,39 @@ pub async fn sweep<S: Store, B: EventBus, C: Clock>(
     }
     Ok(emitted)
 }
+
+/// Sweeps every `every` (timeouts, `triggeredAfter`, queued dispatch), for as
+/// long as the task runs. Several sweepers may run at once: every lane write
+/// is conditional.
+pub async fn tick_forever<S: Store, B: EventBus, C: Clock>(
+    orch: Arc<Orchestrator<S, B, C>>,
+    every: std::time::Duration,
+) {
+    loop {
+        if let Err(e) = orch.tick().await {
+            tracing::warn!(error = %e, "shipyard sweep failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Forgets applied-event records older than the dedupe window every `every`.
+pub async fn forget_applied_forever<S: Store, C: Clock>(
+    store: S,
+    clock: C,
+    window_ms: i64,
+    every: std::time::Duration,
+) {
+    loop {
+        let before = Timestamp::from_millis(clock.now().millis().saturating_sub(window_ms));
+        match store.purge_applied(before).await {
+            Ok(n) if n > 0 => tracing::info!(
+                forgotten = n,
+                "applied-event records past the dedupe window removed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning applied-event records failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
