@@ -61,8 +61,10 @@ pub enum Error {
 
 impl Error {
     /// Whether a retry may succeed: lost connections, a server starting or
-    /// shutting down, and the serialization failures and deadlocks that
-    /// PostgreSQL resolves by aborting one of the transactions involved.
+    /// shutting down, the serialization failures and deadlocks that
+    /// PostgreSQL resolves by aborting one of the transactions involved,
+    /// statements stopped by the session's timeouts, and a pool with no free
+    /// connection in time.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Query(e) => query_error_is_transient(e),
@@ -101,12 +103,18 @@ pub(crate) fn code_is_transient(code: &SqlState) -> bool {
     // 08: connection exceptions. 57P01-57P05: the server is shutting down,
     // crashed, is not accepting connections yet, or dropped an idle session.
     // 53300: too many connections (another replica will let go of one).
+    // 57014 and 55P03: our statement_timeout or lock_timeout (or a cancel)
+    // stopped a statement that waited on others; 25P03: the server ended a
+    // session left idle in a transaction. A new attempt starts afresh.
     c.starts_with("08")
         || (c.starts_with("57P") && c != "57P04")
         || [
             SqlState::T_R_SERIALIZATION_FAILURE,
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::QUERY_CANCELED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
         ]
         .contains(code)
 }
@@ -153,6 +161,13 @@ mod tests {
             (SqlState::CRASH_SHUTDOWN, true),
             (SqlState::CANNOT_CONNECT_NOW, true),
             (SqlState::TOO_MANY_CONNECTIONS, true),
+            (SqlState::QUERY_CANCELED, true),
+            (SqlState::LOCK_NOT_AVAILABLE, true),
+            (SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT, true),
+            // 53200: out of shared memory (e.g. the lock table) is no
+            // passing contention: the same statement fails the same way.
+            (SqlState::OUT_OF_MEMORY, false),
+            (SqlState::CHARACTER_NOT_IN_REPERTOIRE, false),
             // 57P04: the database was dropped; waiting will not bring it back.
             (SqlState::DATABASE_DROPPED, false),
             (SqlState::UNIQUE_VIOLATION, false),

@@ -1,13 +1,21 @@
 //! The datastore: [`EventStore`].
 
 use crate::{from_json, pg_opt_text, pg_text, to_i64, Db, Params, PostgresStore};
+use deadpool_postgres::Object;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventStore, StoreResult};
 use keelson_core::query::{EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
 use keelson_core::timestamp::Timestamp;
 use std::collections::BTreeSet;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
+
+/// `total_count` of a page is exact up to this many matches, and a lower
+/// bound beyond (but always past the page's end, so `next_offset` is still
+/// right). Counting every match of a broad filter over a long history would
+/// cost every full page a scan of it; Keptn's UI only shows the number.
+/// The SQLite store counts exactly; the conformance suite stays far below.
+pub(crate) const COUNT_CAP: usize = 100_000;
 
 /// The `GET /event` filters, ANDed.
 fn event_filter(q: &EventQuery, p: &mut Params) -> String {
@@ -52,6 +60,16 @@ fn and(conds: Vec<String>) -> String {
 const DOC: &str = "(CASE WHEN strpos(doc::text, '\\u0000') > 0 \
                    THEN replace(doc::text, '\\u0000', '\\ufffd')::json ELSE doc END)";
 
+/// `expr` equal to one of `values`. One value is compared with `=`, so an
+/// index on `expr` (`events_type_scope` for type, project, stage, service)
+/// can also deliver the rows in its order; `= ANY(array)` cannot.
+fn any_of(expr: &str, values: Vec<String>, p: &mut Params) -> String {
+    match <[String; 1]>::try_from(values) {
+        Ok([v]) => format!("{expr} = {}::text", p.bind(v)),
+        Err(values) => format!("{expr} = ANY({}::text[])", p.bind(values)),
+    }
+}
+
 /// The type-query filter term on `key`: any of `values`, compared as text
 /// like `query::field_text` (numbers and booleans as their JSON text).
 fn filter_term(key: &str, values: &[String], p: &mut Params) -> String {
@@ -64,14 +82,16 @@ fn filter_term(key: &str, values: &[String], p: &mut Params) -> String {
         _ => None,
     };
     if let Some(col) = column {
-        return format!("{col} = ANY({}::text[])", p.bind(values));
+        return any_of(col, values, p);
     }
+    // Path steps go through `pg_text` as the values do: [`DOC`] shows a
+    // document's NUL as U+FFFD in its keys too.
     let path: Vec<String> = match key {
         "gitcommitid" => vec!["gitcommitid".into()],
         k => match k.strip_prefix("data.") {
             Some(rest) => std::iter::once("data")
                 .chain(rest.split('.'))
-                .map(String::from)
+                .map(pg_text)
                 .collect(),
             // Other attributes are not queryable (as in every store).
             None => return "FALSE".into(),
@@ -87,16 +107,15 @@ fn filter_term(key: &str, values: &[String], p: &mut Params) -> String {
         }
     }
     let path = p.bind(path);
-    let values = p.bind(values);
+    let matches = any_of(&format!("{DOC} #>> {path}::text[]"), values, p);
     conds.push(format!(
-        "json_typeof({DOC} #> {path}::text[]) IN ('string', 'number', 'boolean') \
-         AND {DOC} #>> {path}::text[] = ANY({values}::text[])"
+        "json_typeof({DOC} #> {path}::text[]) IN ('string', 'number', 'boolean') AND {matches}"
     ));
     format!("({})", conds.join(" AND "))
 }
 
 fn type_filter(q: &TypeQuery, p: &mut Params) -> String {
-    let mut conds = vec![format!("type = {}::text", p.bind(q.ty.clone()))];
+    let mut conds = vec![format!("type = {}::text", p.bind(pg_text(&q.ty)))];
     if let Some(t) = q.from_time {
         conds.push(format!("time_ms > {}::bigint", p.bind(t.millis())));
     }
@@ -151,34 +170,78 @@ async fn lock_contexts(tx: &impl GenericClient, keys: &BTreeSet<i64>) -> StoreRe
     Ok(())
 }
 
-/// Deletes the events `cond` (on parameter `$1`) selects and re-elects the
-/// root of every context that lost it. The contexts whose roots are about to
-/// go are locked first: an insert into one of them would otherwise decide
-/// its root against the row being deleted.
-pub(crate) async fn delete_events(
+/// Contexts one transaction deletes events from at most. Each costs an
+/// advisory lock until commit, and those live in the server's shared lock
+/// table (about `max_locks_per_transaction × max_connections` entries for
+/// all sessions together): thousands at once fail with "out of shared
+/// memory" (53200), which no retry gets past, and starve other sessions.
+pub(crate) const CONTEXTS_PER_TRANSACTION: usize = 200;
+
+/// Up to `limit` contexts with events that `cond` (on parameter `$1`)
+/// selects, in order, after `after`.
+async fn contexts_with(
     tx: &impl GenericClient,
     cond: &str,
     arg: &(dyn ToSql + Sync),
-) -> StoreResult<u64> {
-    let doomed_roots = tx
-        .query(
-            &format!("SELECT DISTINCT shkeptncontext FROM events WHERE {cond} AND is_root"),
-            &[arg],
-        )
-        .await
-        .db()?;
-    let mut locked = BTreeSet::new();
-    for r in &doomed_roots {
-        locked.insert(context_key(r.try_get(0).db()?));
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
+    let limit = to_i64(limit);
+    let rows = match after {
+        None => {
+            tx.query(
+                &format!(
+                    "SELECT DISTINCT shkeptncontext FROM events WHERE {cond} \
+                     ORDER BY shkeptncontext LIMIT $2::bigint"
+                ),
+                &[arg, &limit],
+            )
+            .await
+        }
+        Some(after) => {
+            tx.query(
+                &format!(
+                    "SELECT DISTINCT shkeptncontext FROM events \
+                     WHERE {cond} AND shkeptncontext > $2::text \
+                     ORDER BY shkeptncontext LIMIT $3::bigint"
+                ),
+                &[arg, &after, &limit],
+            )
+            .await
+        }
     }
-    lock_contexts(tx, &locked).await?;
+    .db()?;
+    rows.iter().map(|r| r.try_get(0).db()).collect()
+}
+
+/// Deletes, in `contexts` only, the events `cond` (on parameter `$1`)
+/// selects, and re-elects the root of every context that lost it. The
+/// contexts are all locked first, in ascending key order (as inserts lock
+/// theirs): an insert into one of them would otherwise decide its root
+/// against a row being deleted. Since nothing outside the locked set is
+/// deleted, no lock is needed later (a later lock, out of order, is how
+/// two such writers deadlock).
+async fn delete_in_contexts(
+    tx: &impl GenericClient,
+    cond: &str,
+    arg: &(dyn ToSql + Sync),
+    contexts: &[String],
+) -> StoreResult<u64> {
+    if contexts.is_empty() {
+        return Ok(0);
+    }
+    let keys = contexts.iter().map(|c| context_key(c)).collect();
+    lock_contexts(tx, &keys).await?;
     let row = tx
         .query_one(
             &format!(
-                "WITH d AS (DELETE FROM events WHERE {cond} RETURNING shkeptncontext, is_root) \
+                "WITH d AS ( \
+                     DELETE FROM events WHERE {cond} AND shkeptncontext = ANY($2::text[]) \
+                     RETURNING shkeptncontext, is_root \
+                 ) \
                  SELECT COUNT(*), array_agg(DISTINCT shkeptncontext) FILTER (WHERE is_root) FROM d"
             ),
-            &[arg],
+            &[arg, &contexts],
         )
         .await
         .db()?;
@@ -187,14 +250,6 @@ pub(crate) async fn delete_events(
         .try_get::<_, Option<Vec<String>>>(1)
         .db()?
         .unwrap_or_default();
-    // A root that moved into the deleted range after the first look (an
-    // earlier event inserted meanwhile): lock its context now.
-    let late: BTreeSet<i64> = orphaned
-        .iter()
-        .map(|c| context_key(c))
-        .filter(|k| !locked.contains(k))
-        .collect();
-    lock_contexts(tx, &late).await?;
     if !orphaned.is_empty() {
         tx.execute(
             "UPDATE events e SET is_root = TRUE FROM ( \
@@ -207,6 +262,45 @@ pub(crate) async fn delete_events(
         .db()?;
     }
     Ok(deleted.max(0) as u64)
+}
+
+/// Deletes, in `tx`, the events `cond` (on parameter `$1`) selects, if they
+/// are in at most [`CONTEXTS_PER_TRANSACTION`] contexts; `None` (and
+/// nothing deleted) if they are in more.
+pub(crate) async fn delete_events_if_few(
+    tx: &impl GenericClient,
+    cond: &str,
+    arg: &(dyn ToSql + Sync),
+) -> StoreResult<Option<u64>> {
+    let contexts = contexts_with(tx, cond, arg, None, CONTEXTS_PER_TRANSACTION + 1).await?;
+    if contexts.len() > CONTEXTS_PER_TRANSACTION {
+        return Ok(None);
+    }
+    delete_in_contexts(tx, cond, arg, &contexts).await.map(Some)
+}
+
+/// Deletes the events `cond` (on parameter `$1`) selects, in transactions
+/// of [`CONTEXTS_PER_TRANSACTION`] contexts each, walking the contexts in
+/// order. An event that a concurrent writer adds to a context already
+/// walked is left for the next deletion (a purge is repeated anyway).
+pub(crate) async fn delete_events_in_batches(
+    client: &mut Object,
+    cond: &str,
+    arg: &(dyn ToSql + Sync),
+) -> StoreResult<u64> {
+    let mut deleted = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let tx = client.transaction().await.db()?;
+        let contexts =
+            contexts_with(&*tx, cond, arg, after.as_deref(), CONTEXTS_PER_TRANSACTION).await?;
+        deleted += delete_in_contexts(&*tx, cond, arg, &contexts).await?;
+        tx.commit().await.db()?;
+        if contexts.len() < CONTEXTS_PER_TRANSACTION {
+            return Ok(deleted);
+        }
+        after = contexts.last().cloned();
+    }
 }
 
 /// Inserts one event unless its id is stored, as the root of its context
@@ -285,26 +379,34 @@ impl EventStore for PostgresStore {
         let limit = p.bind(to_i64(page_size));
         let offset = p.bind(to_i64(q.offset));
         let client = self.client().await?;
-        let page = client
-            .prepare_cached(&format!(
-                "SELECT id, doc::text FROM events WHERE {cond} \
-                 ORDER BY time_ms DESC, seq DESC LIMIT {limit} OFFSET {offset}"
-            ))
-            .await
-            .db()?;
-        let events = events_of(&client.query(&page, &p.refs()).await.db()?)?;
+        // Statements built from the filters run unnamed: a cached one per
+        // combination would pile up on every pooled connection.
+        let page = format!(
+            "SELECT id, doc::text FROM events WHERE {cond} \
+             ORDER BY time_ms DESC, seq DESC LIMIT {limit} OFFSET {offset}"
+        );
+        let events = events_of(&client.query_typed(&page, &p.typed()).await.db()?)?;
         // A short page that is not past the end tells the count without a
         // second query. (The count is a later snapshot than the page: a
         // concurrent insert may be counted and not listed, as in Keptn.)
         let total_count = if events.len() < page_size && (!events.is_empty() || q.offset == 0) {
             q.offset + events.len()
         } else {
-            let count = client
-                .prepare_cached(&format!("SELECT COUNT(*) FROM events WHERE {cond}"))
-                .await
-                .db()?;
+            // Counted up to a cap (see COUNT_CAP), and always past this
+            // page's end, so that `next_offset` is right.
+            let cap = COUNT_CAP.max(q.offset.saturating_add(page_size).saturating_add(1));
+            let cap_param = to_i64(cap);
+            let mut filter = p.typed();
+            filter.truncate(filter_params);
+            filter.push((&cap_param, Type::INT8));
             let n: i64 = client
-                .query_one(&count, &p.refs()[..filter_params])
+                .query_typed_one(
+                    &format!(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE {cond} LIMIT ${}) t",
+                        filter_params + 1
+                    ),
+                    &filter,
+                )
                 .await
                 .db()?
                 .try_get(0)
@@ -329,22 +431,18 @@ impl EventStore for PostgresStore {
         let cond = type_filter(q, &mut p);
         let limit = p.bind(to_i64(limit));
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT id, doc::text FROM events WHERE {cond} \
-                 ORDER BY time_ms DESC, seq DESC LIMIT {limit}"
-            ))
-            .await
-            .db()?;
-        events_of(&client.query(&stmt, &p.refs()).await.db()?)
+        // Unnamed: the text varies with the caller's filter terms, without
+        // bound, and the statement cache never forgets one.
+        let sql = format!(
+            "SELECT id, doc::text FROM events WHERE {cond} \
+             ORDER BY time_ms DESC, seq DESC LIMIT {limit}"
+        );
+        events_of(&client.query_typed(&sql, &p.typed()).await.db()?)
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.db()?;
-        let n = delete_events(&*tx, "time_ms < $1::bigint", &before.millis()).await?;
-        tx.commit().await.db()?;
-        Ok(n)
+        delete_events_in_batches(&mut client, "time_ms < $1::bigint", &before.millis()).await
     }
 }
 
@@ -358,6 +456,115 @@ mod tests {
         assert_eq!(context_key("") as u64, 0xcbf2_9ce4_8422_2325);
         assert_eq!(context_key("a") as u64, 0xaf63_dc4c_8601_ec8c);
         assert_eq!(context_key("foobar") as u64, 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn one_value_is_compared_with_equals_and_several_with_any() {
+        let one = ["p".to_string()];
+        let two = ["p".to_string(), "q".to_string()];
+        let mut p = Params::default();
+        assert_eq!(
+            filter_term("data.project", &one, &mut p),
+            "project = $1::text"
+        );
+        assert_eq!(
+            filter_term("data.stage", &two, &mut p),
+            "stage = ANY($2::text[])"
+        );
+        let mut p = Params::default();
+        let sql = filter_term("data.result", &one, &mut p);
+        assert!(sql.ends_with("#>> $1::text[] = $2::text)"), "{sql}");
+        let mut p = Params::default();
+        let sql = filter_term("data.result", &two, &mut p);
+        assert!(sql.ends_with("#>> $1::text[] = ANY($2::text[]))"), "{sql}");
+    }
+
+    /// A fresh, migrated store whose pool has one connection, so that every
+    /// call uses (and leaves its statements on) the same one.
+    async fn one_connection_store() -> PostgresStore {
+        let url = crate::testing::fresh_database().await;
+        PostgresStore::connect_with_pool_size(&url, 1)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn queries_built_from_filters_leave_no_statements_in_the_cache() {
+        use keelson_core::query::FilterTerm;
+        let s = one_connection_store().await;
+        let cached = || async { s.client().await.unwrap().statement_cache.size() };
+        let before = cached().await;
+        for n in 0..6 {
+            let filter = (0..n)
+                .map(|i| FilterTerm {
+                    key: format!("data.k{i}.x"),
+                    values: (0..=i).map(|v| v.to_string()).collect(),
+                })
+                .collect();
+            let q = TypeQuery {
+                ty: "sh.keptn.event.t".into(),
+                filter,
+                exclude_invalidated: n % 2 == 0,
+                from_time: None,
+                limit: 10,
+            };
+            assert!(s.query_by_type(&q).await.unwrap().is_empty());
+            let q = EventQuery {
+                project: (n > 1).then(|| "p".to_string()),
+                stage: (n > 3).then(|| "s".to_string()),
+                root: n % 2 == 1,
+                ..EventQuery::default()
+            };
+            assert!(s.query_events(&q).await.unwrap().events.is_empty());
+        }
+        assert_eq!(cached().await, before);
+    }
+
+    #[tokio::test]
+    async fn total_count_is_capped_but_next_offset_stays_right() {
+        let s = one_connection_store().await;
+        let seed = KeptnEvent::new(
+            "seed".into(),
+            "test",
+            "sh.keptn.event.t".into(),
+            "c",
+            serde_json::json!({"project": "p"}),
+            Timestamp::from_millis(1),
+        );
+        s.insert_events(&[seed]).await.unwrap();
+        {
+            let client = s.client().await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO events (id, time_ms, type, project, shkeptncontext, source, doc) \
+                     SELECT 'e' || i, i, type, project, shkeptncontext, source, doc \
+                     FROM events, generate_series(1, $1::bigint) AS i WHERE id = 'seed'",
+                    &[&to_i64(COUNT_CAP + 10)],
+                )
+                .await
+                .unwrap();
+        }
+        let page = |offset: usize| EventQuery {
+            project: Some("p".into()),
+            offset,
+            page_size: 10,
+            ..EventQuery::default()
+        };
+        let first = s.query_events(&page(0)).await.unwrap();
+        assert_eq!(first.events.len(), 10);
+        assert_eq!(
+            (first.total_count, first.next_offset),
+            (COUNT_CAP, Some(10))
+        );
+        // Beyond the cap the count still reaches past the page.
+        let deep = s.query_events(&page(COUNT_CAP - 5)).await.unwrap();
+        assert_eq!(deep.events.len(), 10);
+        assert_eq!(
+            (deep.total_count, deep.next_offset),
+            (COUNT_CAP + 6, Some(COUNT_CAP + 5))
+        );
+        let last = s.query_events(&page(COUNT_CAP + 5)).await.unwrap();
+        assert_eq!((last.total_count, last.next_offset), (COUNT_CAP + 11, None));
     }
 
     #[test]

@@ -14,10 +14,18 @@
 //! - a lane commit records its cause first, so of two writers applying the
 //!   same cause the second waits and then finds it applied;
 //! - writers of a context's events (insert, purge, project deletion) hold an
-//!   advisory lock of the context while they move its root.
+//!   advisory lock of the context while they move its root, taken in
+//!   ascending order before they change anything; deletions go a bounded
+//!   number of contexts per transaction, since those locks share one table
+//!   on the server.
+//!
+//! Every connection carries server-side timeouts (statement, lock wait,
+//! idle transaction) unless its URL sets them, and a request waits a few
+//! seconds at most for a pooled connection.
 //!
 //! Errors are [`StoreError`]s; backend failures carry an [`Error`], transient
-//! for lost connections, serialization failures and deadlocks.
+//! for lost connections, serialization failures, deadlocks, timeouts and an
+//! exhausted pool.
 //!
 //! With the `testing` feature, `testing::fresh_database` gives tests a new
 //! database on a real server.
@@ -38,21 +46,48 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
 /// Version of the schema this build writes (the highest `keelson_schema.version`).
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// Connections a store opens at most, unless told otherwise.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Connections a store opens at most, unless told otherwise
+/// ([`PostgresStore::connect_with_pool_size`]).
+///
+/// Every replica of every service holds its own pool, and Knative scales
+/// replicas out on its own, so the connections a deployment may open add up
+/// to `services × max replicas × pool size`. That must stay below the
+/// server's `max_connections` minus what it keeps for superusers and what
+/// migrations, backups and people at `psql` need; past it, new connections
+/// fail with "too many connections" (transient, but a replica starting then
+/// cannot serve). Four per replica is enough for one request at a time plus
+/// the background sweeps; raise it only with the budget in view.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+// PostgreSQL's default server (100 connections, 3 reserved) holds a
+// dozen services at two replicas each.
+const _: () = assert!(12 * 2 * DEFAULT_POOL_SIZE <= 100 - 3);
 
 /// A request waits at most this long for a free connection, then fails as
-/// transient (the pool is exhausted or the server unreachable).
-const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// transient (the pool is exhausted or the server unreachable). Well below
+/// Knative's 30 s request timeout, so the caller gets our error (and a
+/// retry) rather than the activator's.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opening one connection, when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Server-side limits set on every connection (unless the URL's `options`
+/// set them), so that a stuck statement, a lock held by a stalled writer or
+/// a transaction abandoned mid-way cannot hold a request (and a pooled
+/// connection) beyond Knative's request timeout. The first two abort the
+/// statement with a transient error; the last ends the session, whose
+/// locks are then released.
+const SESSION_LIMITS: [(&str, &str); 3] = [
+    ("statement_timeout", "20s"),
+    ("lock_timeout", "10s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
 
 /// Every store port on one PostgreSQL database. Clones share the pool.
 #[derive(Clone)]
@@ -90,6 +125,8 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("keelson");
         }
+        let options = with_session_limits(config.get_options().unwrap_or(""));
+        config.options(options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -118,21 +155,76 @@ impl PostgresStore {
     }
 }
 
+/// `options` (the startup packet's command-line options, `-c name=value`
+/// and `--name=value`) with [`SESSION_LIMITS`] added for the settings it
+/// does not name.
+fn with_session_limits(options: &str) -> String {
+    let mut named = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(w) = words.next() {
+        let setting = match w {
+            "-c" => words.next(),
+            w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
+        };
+        if let Some(setting) = setting {
+            let name = setting.split('=').next().unwrap_or("");
+            named.push(name.replace('-', "_").to_ascii_lowercase());
+        }
+    }
+    let mut out = options.trim().to_string();
+    for (name, value) in SESSION_LIMITS {
+        if !named.iter().any(|n| n == name) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&format!("-c {name}={value}"));
+        }
+    }
+    out
+}
+
+/// A statement parameter whose PostgreSQL type is known without asking the
+/// server: statements built per call run unnamed (`query_typed`), in one
+/// round trip and without filling the connection's statement cache.
+trait Param: ToSql + Sync + Send + 'static {
+    const TYPE: Type;
+}
+
+impl Param for String {
+    const TYPE: Type = Type::TEXT;
+}
+
+impl Param for i64 {
+    const TYPE: Type = Type::INT8;
+}
+
+impl Param for Vec<String> {
+    const TYPE: Type = Type::TEXT_ARRAY;
+}
+
 /// Boxed statement parameters, for statements built from optional filters.
 #[derive(Default)]
-struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+struct Params(Vec<(Box<dyn ToSql + Sync + Send>, Type)>);
 
 impl Params {
     /// Adds a parameter; returns its placeholder (`$n`).
-    fn bind(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
-        self.0.push(Box::new(v));
+    fn bind<P: Param>(&mut self, v: P) -> String {
+        self.0.push((Box::new(v), P::TYPE));
         format!("${}", self.0.len())
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.0
             .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .map(|(p, _)| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+
+    /// The parameters with their types, for `query_typed`.
+    fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.0
+            .iter()
+            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect()
     }
 }
@@ -157,7 +249,14 @@ fn stored_u64(row: impl FnOnce() -> String, v: i64) -> Result<u64, Error> {
 /// `s` as PostgreSQL can store it: its text holds no NUL character, which
 /// JSON can carry (`\u0000`) into an event's id, context or `data.project`.
 /// Events are stored, and looked up, with U+FFFD in its place; the
-/// document itself keeps the escape and reads back exactly.
+/// document itself keeps the escape and reads back exactly. Every value
+/// compared with such a column goes through here too, so a lookup with NUL
+/// finds what SQLite would rather than failing (SQLSTATE 22021).
+///
+/// The price: a NUL and a U+FFFD at the same place are one key here (an
+/// event whose id differs from a stored one only so is taken as that
+/// duplicate). Keptn ids and contexts are UUIDs, so we accept it rather
+/// than refuse NUL outright.
 fn pg_text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
@@ -191,5 +290,35 @@ impl<T> Db<T> for Result<T, tokio_postgres::Error> {
 impl<T> Db<T> for Result<T, Error> {
     fn db(self) -> StoreResult<T> {
         self.map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_limits_are_added_unless_the_url_sets_them() {
+        let all = "-c statement_timeout=20s -c lock_timeout=10s \
+                   -c idle_in_transaction_session_timeout=60s";
+        let cases = [
+            ("", all.to_string()),
+            ("-c search_path=app", format!("-c search_path=app {all}")),
+            (
+                "-c lock_timeout=1s",
+                "-c lock_timeout=1s -c statement_timeout=20s \
+                 -c idle_in_transaction_session_timeout=60s"
+                    .into(),
+            ),
+            (
+                "-cstatement_timeout=0 --idle-in-transaction-session-timeout=0",
+                "-cstatement_timeout=0 --idle-in-transaction-session-timeout=0 \
+                 -c lock_timeout=10s"
+                    .into(),
+            ),
+        ];
+        for (options, want) in cases {
+            assert_eq!(with_session_limits(options), want, "{options:?}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Projects, resources and integrations.
 
-use crate::events::delete_events;
+use crate::events::{delete_events_if_few, delete_events_in_batches};
 use crate::{from_json, pg_text, stored_u64, to_json, version_param, Db, PostgresStore};
 use keelson_core::ports::{
     Integration, IntegrationStore, ProjectStore, ResourceStore, StoreError, StoreResult, Versioned,
@@ -192,30 +192,44 @@ impl ProjectStore for PostgresStore {
     }
 
     async fn delete_project(&self, name: &str) -> StoreResult<bool> {
+        let events = "project = $1::text";
+        let event_project = pg_text(name);
         let mut client = self.client().await?;
-        let tx = client.transaction().await.db()?;
-        // Deleting the row first locks it: a concurrent commit of the
-        // project waits, then finds no project.
-        let n = tx
-            .execute("DELETE FROM projects WHERE name = $1::text", &[&name])
-            .await
-            .db()?;
-        if n == 0 {
-            return Ok(false);
+        loop {
+            let tx = client.transaction().await.db()?;
+            // Deleting the row first locks it: a concurrent commit of the
+            // project waits, then finds no project.
+            let n = tx
+                .execute("DELETE FROM projects WHERE name = $1::text", &[&name])
+                .await
+                .db()?;
+            if n == 0 {
+                return Ok(false);
+            }
+            // The project goes in one transaction with its last events, so
+            // that a failure leaves it in place for a retry to finish.
+            if delete_events_if_few(&*tx, events, &event_project)
+                .await?
+                .is_some()
+            {
+                for sql in [
+                    "DELETE FROM commits WHERE project = $1::text",
+                    "DELETE FROM resources WHERE project = $1::text",
+                    "DELETE FROM lanes WHERE project = $1::text",
+                    "DELETE FROM executions WHERE project = $1::text",
+                    "DELETE FROM open_triggers WHERE lane_project = $1::text",
+                    "DELETE FROM pauses WHERE project = $1::text",
+                ] {
+                    tx.execute(sql, &[&name]).await.db()?;
+                }
+                tx.commit().await.db()?;
+                return Ok(true);
+            }
+            // Events in too many contexts to lock in one transaction: delete
+            // them batch by batch first, then try again.
+            tx.rollback().await.db()?;
+            delete_events_in_batches(&mut client, events, &event_project).await?;
         }
-        for sql in [
-            "DELETE FROM commits WHERE project = $1::text",
-            "DELETE FROM resources WHERE project = $1::text",
-            "DELETE FROM lanes WHERE project = $1::text",
-            "DELETE FROM executions WHERE project = $1::text",
-            "DELETE FROM open_triggers WHERE lane_project = $1::text",
-            "DELETE FROM pauses WHERE project = $1::text",
-        ] {
-            tx.execute(sql, &[&name]).await.db()?;
-        }
-        delete_events(&*tx, "project = $1::text", &name).await?;
-        tx.commit().await.db()?;
-        Ok(true)
     }
 }
 

@@ -8,17 +8,27 @@
 //! - Debian's binaries under `/usr/lib/postgresql/<version>/bin` (the newest
 //!   version there); when there are none and the process is root, Debian's
 //!   `postgresql` package is installed with apt-get first;
-//! - `initdb` into a new directory under the system's temporary directory,
-//!   then `postgres` on a free port of 127.0.0.1 only (its socket in that
-//!   directory, trust authentication, `fsync=off`: nothing here must survive
-//!   a crash). PostgreSQL refuses to run as root, so as root both run as the
+//! - `initdb` into a new directory `/tmp/kpg-XXXXXX` (short: a Unix socket's
+//!   path has at most 107 bytes, and `TMPDIR` may be long), then `postgres`
+//!   on a free port of 127.0.0.1 only (its socket in that directory, trust
+//!   authentication, `fsync=off`: nothing here must survive a crash).
+//!   PostgreSQL refuses to run as root, so as root both run as the
 //!   `postgres` user that the Debian package creates;
-//! - readiness is polled by connecting, with a deadline.
+//! - readiness is polled by connecting, with a deadline, through the socket
+//!   in the server's own directory: another test process may have taken the
+//!   port we found free, and a TCP connection would then reach its server.
+//!   Once ours answers there, it holds the port (it exits when it cannot
+//!   listen on it).
+//!
+//! Test binaries run concurrently (each its own process with its own
+//! server); the apt-get install is serialized with `flock` on
+//! `/tmp/keelson-apt.lock`, and waits for other apt users' dpkg lock.
 //!
 //! The server goes away with the test process: a small watchdog shell reads
 //! a pipe from the test process until it closes (as the kernel closes it
-//! when the process exits, however it exits), then stops the server and
-//! deletes its directory. Starting takes about a second with the binaries in
+//! when the process exits, however it exits), then stops the server (fast
+//! shutdown, then after 10 s an immediate one, then SIGKILL to its process
+//! group) and deletes its directory. Starting takes about a second with the binaries in
 //! place; each database is then a `CREATE DATABASE` (tens of milliseconds).
 //!
 //! Databases created on a server named by [`DATABASE_URL_ENV`] are left
@@ -30,7 +40,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 
@@ -43,6 +53,10 @@ pub const DATABASE_URL_ENV: &str = "KEELSON_TEST_DATABASE_URL";
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// Tries at starting a server (another process may take the free port found).
 const START_TRIES: usize = 3;
+/// How long the watchdog waits for each stage of the server's shutdown.
+const SHUTDOWN_GRACE_SECS: u32 = 10;
+/// Held (with `flock`) around apt-get by every test process of this user.
+const APT_LOCK: &str = "/tmp/keelson-apt.lock";
 
 /// Creates a new, empty database named `keelson_test_<uuid>` and returns
 /// its URL (not yet migrated: [`crate::PostgresStore::connect`] does that).
@@ -218,33 +232,27 @@ fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn install_postgresql() -> Result<(), String> {
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running apt-get: {e}"))
-    };
-    let install = ["install", "-y", "--no-install-recommends", "postgresql"];
+    // One script under one lock: a concurrent test binary waits for this
+    // install and then finds nothing to do. A fresh machine's package lists
+    // may be missing or stale, hence the update when the install fails.
+    let script = r#"
+        apt() { apt-get -o DPkg::Lock::Timeout=120 "$@"; }
+        set -- install -y --no-install-recommends postgresql
+        apt "$@" || { apt update && apt "$@"; }
+    "#;
     eprintln!("keelson-postgres: installing Debian's postgresql package for the tests");
-    if apt(&install)?.status.success() {
-        return Ok(());
-    }
-    // A fresh machine's package lists may be missing or stale.
-    let update = apt(&["update"])?;
-    if !update.status.success() {
-        return Err(format!(
-            "apt-get update failed: {}",
-            String::from_utf8_lossy(&update.stderr)
-        ));
-    }
-    let out = apt(&install)?;
+    let out = Command::new("flock")
+        .args(["-w", "900", APT_LOCK, "sh", "-c", script])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running flock {APT_LOCK} apt-get: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "apt-get install postgresql failed: {}",
+            "apt-get install postgresql failed ({}): {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         ))
     }
@@ -282,12 +290,28 @@ struct Attempt {
     watchdog: ChildStdin,
 }
 
+/// A new directory `/tmp/kpg-XXXXXX` (or under the temporary directory
+/// when there is no `/tmp`), ours alone.
+fn private_dir() -> Result<PathBuf, String> {
+    let tmp = Path::new("/tmp");
+    let base = if tmp.is_dir() {
+        tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    loop {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let dir = base.join(format!("kpg-{}", &suffix[..6]));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+        }
+    }
+}
+
 fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("keelson-pg-{}-{nanos}", std::process::id()));
-    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = private_dir()?;
     if let Some((uid, gid)) = bins.run_as {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
@@ -340,7 +364,7 @@ fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting postgres: {e}"))?;
-    let watchdog = spawn_watchdog(postgres.id(), &dir)?;
+    let watchdog = spawn_watchdog(postgres.id(), &dir, SHUTDOWN_GRACE_SECS)?;
     Ok(Attempt {
         dir,
         port,
@@ -351,20 +375,32 @@ fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
 
 /// Starts the shell that stops the server and deletes `dir` once its
 /// standard input closes. (The server cannot be told to die with its parent
-/// without `prctl`, i.e. unsafe code.)
-fn spawn_watchdog(pid: u32, dir: &Path) -> Result<ChildStdin, String> {
-    // SIGINT is PostgreSQL's fast shutdown; the loop bounds the wait for it.
+/// without `prctl`, i.e. unsafe code.) `pid` leads its own process group.
+fn spawn_watchdog(pid: u32, dir: &Path, grace_secs: u32) -> Result<ChildStdin, String> {
+    // SIGINT is PostgreSQL's fast shutdown; SIGQUIT its immediate one (for
+    // a server stuck in the fast one); SIGKILL to the group ends what is
+    // left (a killed postmaster's backends would linger otherwise). The
+    // directory goes only once nothing runs there any more.
     let script = r#"
         cat >/dev/null
+        gone() { ! kill -0 "$1" 2>/dev/null; }
+        wait_gone() {
+            i=0
+            while ! gone "$1" && [ "$i" -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i+1)); done
+        }
         kill -INT "$1" 2>/dev/null
-        i=0
-        while kill -0 "$1" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+        wait_gone "$@"
+        if ! gone "$1"; then kill -QUIT -- "-$1" 2>/dev/null; wait_gone "$@"; fi
+        if ! gone "$1"; then kill -KILL -- "-$1" 2>/dev/null; wait_gone "$@"; fi
         rm -rf "$2"
     "#;
-    let mut child = Command::new("sh")
+    // bash (Essential on Debian), not dash: dash's kill cannot signal a
+    // process group.
+    let mut child = Command::new("bash")
         .args(["-c", script, "keelson-pg-watchdog"])
         .arg(pid.to_string())
         .arg(dir)
+        .arg(grace_secs.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -396,15 +432,23 @@ impl Attempt {
         s
     }
 
-    /// Polls for a connection until the deadline; gives up early if the server exits.
+    /// Polls for a connection through the server's socket until the
+    /// deadline; gives up early if the server exits.
     async fn wait_ready(mut self) -> Result<Server, String> {
         let url = self.admin_url();
+        let mut socket = tokio_postgres::Config::new();
+        socket
+            .host_path(&self.dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             if let Ok(Some(status)) = self.postgres.try_wait() {
                 return Err(format!("postgres exited ({status}):\n{}", self.log()));
             }
-            match tokio_postgres::connect(&url, NoTls).await {
+            match socket.connect(NoTls).await {
                 Ok(_) => {
                     return Ok(Server {
                         admin_url: url,
@@ -450,6 +494,40 @@ mod tests {
         for (admin, want) in cases {
             assert_eq!(with_database(admin, "x"), want, "{admin}");
         }
+    }
+
+    #[test]
+    fn the_servers_socket_path_fits_the_unix_limit() {
+        let dir = private_dir().unwrap();
+        let socket = dir.join(".s.PGSQL.65535");
+        let _ = fs::remove_dir(&dir);
+        // sun_path holds 108 bytes, with the terminating NUL.
+        assert!(socket.as_os_str().len() <= 107, "{}", socket.display());
+    }
+
+    #[test]
+    fn the_watchdog_kills_a_server_that_ignores_shutdown_then_deletes_its_directory() {
+        let dir = private_dir().unwrap();
+        fs::write(dir.join("file"), "x").unwrap();
+        // Ignores SIGINT and SIGQUIT, as a stuck server would not act on them.
+        let mut stuck = Command::new("bash")
+            .args(["-c", "trap '' INT QUIT; sleep 60 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let watchdog = spawn_watchdog(stuck.id(), &dir, 1).unwrap();
+        drop(watchdog);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = stuck.try_wait().unwrap();
+        if status.is_none() {
+            let _ = stuck.kill();
+            let _ = stuck.wait();
+        }
+        assert!(!dir.exists(), "{} was not deleted", dir.display());
+        assert!(status.is_some(), "the stuck process was left running");
     }
 
     #[test]

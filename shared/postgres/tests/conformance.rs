@@ -17,6 +17,7 @@ use keelson_core::ErrorKind;
 use keelson_postgres::testing::fresh_database;
 use keelson_postgres::{PostgresStore, SCHEMA_VERSION};
 use serde_json::json;
+use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
 async fn store() -> PostgresStore {
@@ -418,4 +419,339 @@ async fn events_carrying_nul_characters_are_stored_and_do_not_break_type_queries
             .unwrap()),
         ["odd\0id"]
     );
+}
+
+/// `url` for logging in as `user` with `password`.
+fn as_user(url: &str, user: &str, password: &str) -> String {
+    for scheme in ["postgres://", "postgresql://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let host = match rest[..authority_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            return format!("{scheme}{user}:{password}@{host}");
+        }
+    }
+    format!("{url} user={user} password={password}")
+}
+
+/// Copies of the event `seed` (inserted through the store), written with
+/// SQL: `per_context` events in each of `contexts` contexts `c<n>`, at
+/// times 1, 2, … within a context, the first of each its root.
+async fn events_in_many_contexts(
+    s: &PostgresStore,
+    url: &str,
+    project: &str,
+    contexts: i64,
+    per_context: i64,
+) {
+    let mut seed = event("seed", "seed", 0);
+    seed.data["project"] = json!(project);
+    s.insert_events(&[seed]).await.unwrap();
+    sql(url)
+        .await
+        .execute(
+            "INSERT INTO events (id, time_ms, type, project, shkeptncontext, source, is_root, doc) \
+             SELECT 'e-' || c || '-' || t, t, type, project, 'c' || c, source, t = 1, doc \
+             FROM events, generate_series(1, $1::bigint) AS c, generate_series(1, $2::bigint) AS t \
+             WHERE id = 'seed'",
+            &[&contexts, &per_context],
+        )
+        .await
+        .unwrap();
+}
+
+/// More contexts than the server's shared lock table has room for, were
+/// each locked at once (it holds about `max_locks_per_transaction` locks
+/// per possible session).
+async fn more_contexts_than_the_lock_table_holds(url: &str) -> i64 {
+    let db = sql(url).await;
+    let setting = |name: &'static str| {
+        let db = &db;
+        async move {
+            let v: String = db
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .unwrap()
+                .get(0);
+            v.parse::<i64>().unwrap()
+        }
+    };
+    let per_session = setting("max_locks_per_transaction").await;
+    let sessions = setting("max_connections").await + 50;
+    per_session * sessions * 3 / 2
+}
+
+/// Contexts whose events do not have exactly one root, the earliest.
+async fn contexts_with_a_wrong_root(url: &str) -> Vec<String> {
+    sql(url)
+        .await
+        .query(
+            "SELECT shkeptncontext FROM events e GROUP BY shkeptncontext \
+             HAVING count(*) FILTER (WHERE is_root) <> 1 \
+                 OR NOT bool_or(is_root AND NOT EXISTS ( \
+                     SELECT 1 FROM events o WHERE o.shkeptncontext = e.shkeptncontext \
+                     AND (o.time_ms, o.seq) < (e.time_ms, e.seq)))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn count(url: &str, sql_text: &str) -> i64 {
+    sql(url)
+        .await
+        .query_one(sql_text, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_purge_through_more_contexts_than_the_lock_table_holds_completes() {
+    let url = fresh_database().await;
+    let s = PostgresStore::connect(&url).await.unwrap();
+    let contexts = more_contexts_than_the_lock_table_holds(&url).await;
+    // Times 1 and 2 in each: the purge takes every root.
+    events_in_many_contexts(&s, &url, "p", contexts, 2).await;
+    let purged = s.purge_events(Timestamp::from_millis(2)).await.unwrap();
+    assert_eq!(purged, contexts as u64 + 1, "the roots and the seed");
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM events").await,
+        contexts,
+        "one event left per context"
+    );
+    assert_eq!(contexts_with_a_wrong_root(&url).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn deleting_a_project_with_more_contexts_than_the_lock_table_holds_completes() {
+    let url = fresh_database().await;
+    let s = PostgresStore::connect(&url).await.unwrap();
+    s.create_project(&project("p"), Timestamp::from_millis(0))
+        .await
+        .unwrap();
+    let contexts = more_contexts_than_the_lock_table_holds(&url).await;
+    events_in_many_contexts(&s, &url, "p", contexts, 1).await;
+    s.insert_events(&[{
+        let mut other = event("other", "c1", 0);
+        other.data["project"] = json!("q");
+        other
+    }])
+    .await
+    .unwrap();
+    assert!(s.delete_project("p").await.unwrap());
+    assert!(s.get_project("p").await.unwrap().is_none());
+    assert!(!s.delete_project("p").await.unwrap());
+    // Only the other project's event is left, the root of its context.
+    let left = s.query_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        left.events
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["other"]
+    );
+    assert_eq!(contexts_with_a_wrong_root(&url).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purges_racing_inserts_of_earlier_events_keep_one_root_per_context_and_do_not_fail() {
+    let url = fresh_database().await;
+    let s = PostgresStore::connect_with_pool_size(&url, 8)
+        .await
+        .unwrap();
+    for round in 0..10i64 {
+        let base = 1_000_000 - round * 10_000;
+        let seed: Vec<KeptnEvent> = (0..20)
+            .map(|c| event(&format!("r{round}-seed-{c}"), &format!("k{c}"), base + c))
+            .collect();
+        s.insert_events(&seed).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..6i64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                // Earlier events into many contexts at once, some of them
+                // into the range the purge deletes.
+                let evs: Vec<KeptnEvent> = (0..20)
+                    .map(|c| {
+                        let id = format!("r{round}-w{w}-{c}");
+                        event(
+                            &id,
+                            &format!("k{}", (c * 7 + w) % 20),
+                            base - 5_000 + w * 10 + c,
+                        )
+                    })
+                    .collect();
+                s.insert_events(&evs).await.map(|_| ())
+            }));
+        }
+        for _ in 0..2 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.purge_events(Timestamp::from_millis(base - 4_970))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            contexts_with_a_wrong_root(&url).await,
+            Vec::<String>::new(),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_and_a_held_lock_fail_as_transient_before_a_request_times_out() {
+    let url = fresh_database().await;
+    let s = PostgresStore::connect_with_pool_size(&url, 1)
+        .await
+        .unwrap();
+    let locker = sql(&url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let blocked = tokio::spawn({
+        let s = s.clone();
+        async move { s.query_events(&EventQuery::default()).await }
+    });
+    // Until the query waits for the lock, holding the pool's one connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &url,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the query never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), s.get_project("p"))
+        .await
+        .expect("the pool's wait is bounded")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    let waited = waited.elapsed();
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(8)).contains(&waited),
+        "{waited:?}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), blocked)
+        .await
+        .expect("the lock wait is bounded")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(locker);
+}
+
+#[tokio::test]
+async fn a_lock_timeout_in_the_urls_options_is_kept() {
+    let url = fresh_database().await;
+    PostgresStore::connect(&url).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let s = PostgresStore::connect(&format!("{url}{sep}options=-c%20lock_timeout%3D200ms"))
+        .await
+        .unwrap();
+    let locker = sql(&url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), s.get_project("p"))
+        .await
+        .expect("the lock wait is bounded")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_current_schema_is_used_without_the_migration_lock_or_the_create_privilege() {
+    let url = fresh_database().await;
+    PostgresStore::connect(&url).await.unwrap();
+    let admin = sql(&url).await;
+    let role = format!("keelson_app_{}", uuid::Uuid::new_v4().simple());
+    // Needs CREATEROLE on a server named by KEELSON_TEST_DATABASE_URL; the
+    // throwaway server's user is a superuser.
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; \
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+        ))
+        .await
+        .unwrap();
+    // Another replica migrating, as far as the lock says.
+    let migrating = sql(&url).await;
+    migrating
+        .execute(
+            "SELECT pg_advisory_lock($1, $2)",
+            &[&0x6b65_656c_i32, &1_i32],
+        )
+        .await
+        .unwrap();
+    let s = tokio::time::timeout(
+        Duration::from_secs(5),
+        PostgresStore::connect(&as_user(&url, &role, "pw")),
+    )
+    .await
+    .expect("a current schema is not waited for")
+    .expect("a role without CREATE connects");
+    s.create_project(&project("p"), Timestamp::from_millis(0))
+        .await
+        .unwrap();
+    drop(s);
+    drop(migrating);
+    let _ = admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await;
+}
+
+#[tokio::test]
+async fn type_queries_with_nul_characters_find_nothing_rather_than_fail() {
+    let s = store().await;
+    s.insert_events(&[event("e1", "ctx", 1)]).await.unwrap();
+    let q = |ty: &str, key: &str| TypeQuery {
+        ty: ty.into(),
+        filter: vec![FilterTerm {
+            key: key.into(),
+            values: vec!["x\0y".into()],
+        }],
+        exclude_invalidated: false,
+        from_time: None,
+        limit: 10,
+    };
+    for (ty, key) in [
+        ("sh.keptn.event.deployment\0.triggered", "data.project"),
+        ("sh.keptn.event.deployment.triggered", "data.a\0b"),
+        ("sh.keptn.event.deployment.triggered", "data.stage"),
+    ] {
+        let found = s.query_by_type(&q(ty, key)).await;
+        assert_eq!(found.unwrap(), vec![], "{ty:?} {key:?}");
+    }
 }
