@@ -61,23 +61,7 @@ async fn wait_ready(port: u16) {
 
 /// A broker ingress that records what it is sent.
 async fn sink() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/",
-        post(move |headers: HeaderMap, body: Bytes| {
-            let g = g.clone();
-            async move {
-                let ce = cloudevents::binding::http::to_event(&headers, body.to_vec()).unwrap();
-                g.lock().unwrap().push(serde_json::to_value(&ce).unwrap());
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    (url, got)
+    slow_sink(Duration::ZERO).await
 }
 
 /// Sends the fixture request as it is, with the length and `Connection: close`.
