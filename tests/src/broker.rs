@@ -354,12 +354,12 @@ async fn send_binary(
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                req = req.header(format!("ce-{k}"), s);
+                req = req.header(format!("ce-{k}"), percent_encode(&s));
             }
         }
     }
     for (k, v) in extra {
-        req = req.header(format!("ce-{k}"), v);
+        req = req.header(format!("ce-{k}"), percent_encode(v));
     }
     let resp = match req
         .header("content-type", content_type)
@@ -387,6 +387,20 @@ async fn send_binary(
         // A reply that is no CloudEvent fails the delivery, as in Knative.
         _ => (502, body, None),
     }
+}
+
+/// The HTTP binding's encoding of a binary-mode attribute value: space, `"`,
+/// `%` and everything outside printable ASCII as `%XX` (UTF-8 bytes).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn data_bytes(v: &Value) -> Vec<u8> {

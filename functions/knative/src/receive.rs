@@ -32,6 +32,50 @@ impl IntoResponse for ReceiveError {
     }
 }
 
+/// The CloudEvents HTTP binding percent-encodes attribute values in binary
+/// mode (space, `"`, `%` and everything outside printable ASCII; Knative's
+/// broker does); the SDK reads them as they are, so string attributes whose
+/// header carried a `%` are decoded here. A value that does not decode to
+/// UTF-8 is left as it came.
+fn percent_decode_attributes(headers: &HeaderMap, obj: &mut serde_json::Map<String, Value>) {
+    for (name, value) in headers {
+        let Some(attr) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        if !value.as_bytes().contains(&b'%') {
+            continue;
+        }
+        if let Some(Value::String(v)) = obj.get_mut(attr) {
+            if let Ok(decoded) = String::from_utf8(percent_decode(v.as_bytes())) {
+                *v = decoded;
+            }
+        }
+    }
+}
+
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// A Keptn-shaped error body: `{"code": …, "message": …}`.
 pub fn error_response(status: StatusCode, message: &str) -> Response {
     (
@@ -76,6 +120,7 @@ pub fn read_event(
     let Some(obj) = v.as_object_mut() else {
         return Err(ReceiveError::NotAKeptnEvent("not an object".into()));
     };
+    percent_decode_attributes(headers, obj);
     obj.insert("data".into(), data);
     if let Some(ct) = content_type {
         obj.insert("datacontenttype".into(), Value::String(ct));
@@ -186,6 +231,21 @@ mod tests {
         assert_eq!(ev.shkeptnspecversion.as_deref(), Some("0.2.4"));
         assert_eq!(ev.data["approval"]["pass"], json!("automatic"));
         assert!(ev.extensions.is_empty(), "{:?}", ev.extensions);
+    }
+
+    #[test]
+    fn percent_encoded_attribute_values_are_decoded() {
+        let h = binary_headers(&[
+            ("ce-source", "my%20service%20%C3%BC"),
+            ("ce-owner", "100%25%20sure%"),
+        ]);
+        let ev = read_event(&h, Bytes::from("{}"), now(), false).unwrap();
+        assert_eq!(ev.source, "my service ü");
+        assert_eq!(ev.extensions["owner"], json!("100% sure%"));
+        // A value that is not UTF-8 once decoded stays as it came.
+        let bad = binary_headers(&[("ce-owner", "%FF%FE")]);
+        let ev = read_event(&bad, Bytes::from("{}"), now(), false).unwrap();
+        assert_eq!(ev.extensions["owner"], json!("%FF%FE"));
     }
 
     #[test]
