@@ -232,6 +232,32 @@ async fn a_redelivered_event_whose_write_landed_republishes_the_same_effects() {
     assert_eq!(again, first);
 }
 
+#[tokio::test]
+async fn a_redelivered_trigger_applies_a_pause_that_raced_its_first_delivery() {
+    let (orch, bus, store) = setup().await;
+    let t = trigger();
+    // The first delivery commits and publishes, then fails before it reconciles
+    // a pause that landed meanwhile (here: set behind its back); the broker redelivers.
+    orch.process(&t).await.unwrap();
+    bus.drain();
+    store
+        .set_paused("p", &t.shkeptncontext, None, true)
+        .await
+        .unwrap();
+    let paused = || async {
+        let f = ExecutionFilter {
+            project: "p".into(),
+            keptn_context: Some(t.shkeptncontext.clone()),
+            ..ExecutionFilter::default()
+        };
+        store.list_executions(&f).await.unwrap()[0].paused
+    };
+    assert!(!paused().await);
+    let out = orch.process(&t).await.unwrap();
+    assert_eq!(out, Outcome::AlreadyApplied { republished: 1 });
+    assert!(paused().await, "the redelivery paused the execution");
+}
+
 /// An abort commits, then every publish attempt fails and its process "dies".
 /// Returns the store and another process's orchestrator on it, with its bus.
 async fn abort_then_die() -> (MemoryStore, Orch, CaptureBus) {

@@ -114,7 +114,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
             return Ok(Outcome::Ignored);
         };
         if let Some(effects) = self.store.applied_effects(CONSUMER, &ev.id).await? {
-            return self.republish(effects).await;
+            return self.republish_applied(ev, &key, is_trigger, effects).await;
         }
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.store.load_lane(&key).await?;
@@ -157,7 +157,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                 Ok(()) => {
                     self.bus.publish(&decision.emit).await?;
                     if let Some(paused) = paused_read {
-                        self.reconcile_pause(ev, &key, paused).await?;
+                        self.reconcile_pause(ev, &key, Some(paused)).await?;
                     }
                     return Ok(Outcome::Applied {
                         emitted: decision.emit.len(),
@@ -170,7 +170,7 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
                         .applied_effects(CONSUMER, &ev.id)
                         .await?
                         .unwrap_or_default();
-                    return self.republish(effects).await;
+                    return self.republish_applied(ev, &key, is_trigger, effects).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -293,20 +293,38 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         }
     }
 
+    /// A redelivered event: its effects again, and for a sequence trigger
+    /// the pause reconciliation, which the first delivery may not have reached
+    /// (it failed after the commit, so the broker or queue redelivered).
+    async fn republish_applied(
+        &self,
+        ev: &KeptnEvent,
+        key: &LaneKey,
+        is_trigger: bool,
+        effects: Vec<KeptnEvent>,
+    ) -> Result<Outcome, Error> {
+        let outcome = self.republish(effects).await?;
+        if is_trigger {
+            self.reconcile_pause(ev, key, None).await?;
+        }
+        Ok(outcome)
+    }
+
     /// A pause or resume may have landed between reading the pause mark
     /// (`paused_read`) and committing a new execution; if the mark changed,
-    /// apply it now. One read when nothing changed (the usual case).
+    /// apply it now. One read when nothing changed (the usual case); with
+    /// `paused_read` unknown (`None`), the execution itself is compared.
     async fn reconcile_pause(
         &self,
         ev: &KeptnEvent,
         key: &LaneKey,
-        paused_read: bool,
+        paused_read: Option<bool>,
     ) -> Result<(), Error> {
         let paused = self
             .store
             .is_paused(&key.project, &ev.shkeptncontext, &key.stage)
             .await?;
-        if paused == paused_read {
+        if paused_read == Some(paused) {
             return Ok(());
         }
         let Some(lane) = self.store.load_lane(key).await? else {
