@@ -3,6 +3,7 @@
 use deadpool_postgres::{BuildError, PoolError};
 use keelson_core::ports::StoreError;
 use std::fmt;
+use std::path::PathBuf;
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
 
@@ -23,6 +24,31 @@ pub enum Error {
     /// A statement failed.
     #[error("PostgreSQL: {}", Chain(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// The CA file given for TLS cannot be read as PEM.
+    #[error("CA file {}: {source}", .path.display())]
+    CaFile {
+        /// The file, as given.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The CA file given for TLS holds no certificate.
+    #[error("CA file {}: no PEM certificate in it", .path.display())]
+    CaFileEmpty {
+        /// The file, as given.
+        path: PathBuf,
+    },
+    /// A CA certificate (or the TLS configuration) was refused by rustls.
+    #[error("TLS configuration: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// TLS was asked for but there is no CA certificate to verify the
+    /// server with.
+    #[error(
+        "TLS: no CA certificates to verify the server with (the platform has none \
+         and no CA file was given)"
+    )]
+    NoTrustedCertificates,
     /// The database was migrated by a newer build.
     #[error("the database has schema version {found}, newer than this build's {supported}")]
     SchemaTooNew {
@@ -73,6 +99,10 @@ impl Error {
             Error::Connection(_) => false,
             Error::Url(_)
             | Error::Pool(_)
+            | Error::CaFile { .. }
+            | Error::CaFileEmpty { .. }
+            | Error::CaCertificate(_)
+            | Error::NoTrustedCertificates
             | Error::SchemaTooNew { .. }
             | Error::Decode { .. }
             | Error::BadRow { .. }
@@ -93,7 +123,9 @@ fn query_error_is_transient(e: &tokio_postgres::Error) -> bool {
         Some(code) => code_is_transient(code),
         // Not the server's answer: the connection broke (or was never made),
         // unless the client itself refused a value (encoding, column types).
-        None => e.is_closed() || io_error_in_chain(e),
+        // A TLS handshake that rustls refused (an untrusted certificate)
+        // is no passing fault, though it arrives as an I/O error.
+        None => !crate::tls::rejected_by_rustls(e) && (e.is_closed() || io_error_in_chain(e)),
     }
 }
 
@@ -136,13 +168,18 @@ struct Chain<'a>(&'a dyn std::error::Error);
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut out = self.0.to_string();
         let mut cur = self.0.source();
         while let Some(e) = cur {
-            write!(f, ": {e}")?;
+            // Some wrappers (deadpool's) already print their source.
+            let s = e.to_string();
+            if !out.ends_with(&s) {
+                out.push_str(": ");
+                out.push_str(&s);
+            }
             cur = e.source();
         }
-        Ok(())
+        f.write_str(&out)
     }
 }
 

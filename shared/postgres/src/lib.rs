@@ -19,6 +19,9 @@
 //!   number of contexts per transaction, since those locks share one table
 //!   on the server.
 //!
+//! TLS follows the URL's `sslmode` and always verifies the server's
+//! certificate ([`PostgresStore::connect_with`] says why and against what).
+//!
 //! Every connection carries server-side timeouts (statement, lock wait,
 //! idle transaction) unless its URL sets them, and a request waits a few
 //! seconds at most for a pooled connection.
@@ -37,6 +40,7 @@ mod projects;
 mod sequence;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 
 pub use error::Error;
 
@@ -45,7 +49,9 @@ use keelson_core::ports::{StoreError, StoreResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
@@ -53,7 +59,7 @@ use tokio_postgres::NoTls;
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// Connections a store opens at most, unless told otherwise
-/// ([`PostgresStore::connect_with_pool_size`]).
+/// ([`PostgresStore::connect_with_pool_size`], [`ConnectOptions::pool_size`]).
 ///
 /// Every replica of every service holds its own pool, and Knative scales
 /// replicas out on its own, so the connections a deployment may open add up
@@ -105,19 +111,64 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
+/// How [`PostgresStore::connect_with`] connects, beyond what the URL says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Connections the pool opens at most (at least 1 is used); see
+    /// [`DEFAULT_POOL_SIZE`] for the budget it must fit in.
+    pub pool_size: usize,
+    /// A PEM file of CA certificates trusted for the server's certificate,
+    /// besides the platform's: a managed database's CA (e.g. Amazon RDS's
+    /// bundle), or a private CA inside the cluster.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            pool_size: DEFAULT_POOL_SIZE,
+            ca_file: None,
+        }
+    }
+}
+
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:password@host:port/database`, or
-    /// libpq's `key=value` form; no TLS) with a pool of at most
-    /// [`DEFAULT_POOL_SIZE`] connections, and migrates the schema to
-    /// [`SCHEMA_VERSION`]. Fails as transient when the server cannot be
-    /// reached, and as fatal when the URL is bad or the database has a newer
-    /// schema.
+    /// Connects to `url` with the default [`ConnectOptions`]; see
+    /// [`Self::connect_with`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::connect_with_pool_size(url, DEFAULT_POOL_SIZE).await
+        Self::connect_with(url, &ConnectOptions::default()).await
     }
 
     /// [`Self::connect`] with a pool of at most `max_connections` (at least 1).
     pub async fn connect_with_pool_size(url: &str, max_connections: usize) -> StoreResult<Self> {
+        let options = ConnectOptions {
+            pool_size: max_connections,
+            ..ConnectOptions::default()
+        };
+        Self::connect_with(url, &options).await
+    }
+
+    /// Connects to `url` (`postgres://user:password@host:port/database`, or
+    /// libpq's `key=value` form) with a pool of at most
+    /// `options.pool_size` connections, and migrates the schema to
+    /// [`SCHEMA_VERSION`]. Fails as transient when the server cannot be
+    /// reached, and as fatal when the URL is bad, the CA file unusable, the
+    /// server's certificate untrusted or the database has a newer schema.
+    ///
+    /// TLS follows the URL's `sslmode`: `disable` connects in plain text;
+    /// `prefer` (tokio-postgres' default when the URL names none) and
+    /// `require` use TLS (rustls) whenever the server offers it, and
+    /// `require` fails when it does not. Unlike libpq, whose `require`
+    /// encrypts without checking whom it talks to, the server's certificate
+    /// is **always verified** — against the platform's CA certificates plus
+    /// `options.ca_file` — and must name the URL's host (a DNS name or an IP
+    /// address). An unverified TLS connection is open to a man in the
+    /// middle, who would read the database password and every event; a
+    /// server with a private CA needs its CA in `ca_file` (or
+    /// `sslmode=disable` on a network trusted for it). With `prefer`, a
+    /// server offering TLS with a certificate that fails verification is an
+    /// error, not a fallback to plain text.
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
         let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url).db()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -125,17 +176,27 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("keelson");
         }
-        let options = with_session_limits(config.get_options().unwrap_or(""));
-        config.options(options);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let session = with_session_limits(config.get_options().unwrap_or(""));
+        config.options(session);
+        // Read even when TLS is off: a CA file given but unusable is a
+        // configuration mistake to report at start, not when TLS is turned on.
+        let extra_roots = match &options.ca_file {
+            Some(path) => tls::read_ca_file(path).db()?,
+            None => Vec::new(),
+        };
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.get_ssl_mode() {
+            SslMode::Disable => Manager::from_config(config, NoTls, manager_config),
+            // prefer, require and whatever tokio-postgres adds later: TLS.
+            _ => {
+                let tls = tls::connector(extra_roots).db()?;
+                Manager::from_config(config, tls, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
-            .max_size(max_connections.max(1))
+            .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(WAIT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))

@@ -31,6 +31,9 @@
 //! group) and deletes its directory. Starting takes about a second with the binaries in
 //! place; each database is then a `CREATE DATABASE` (tens of milliseconds).
 //!
+//! [`fresh_tls_database`] does the same on a second server, started on
+//! its first call, that also offers TLS with a throwaway CA.
+//!
 //! Databases created on a server named by [`DATABASE_URL_ENV`] are left
 //! there (named `keelson_test_<uuid>`) for the owner of that server to drop.
 
@@ -74,9 +77,55 @@ pub async fn fresh_database() -> String {
     with_database(&admin, &name)
 }
 
+/// Creates a new, empty database on a second throwaway server, one that
+/// also offers TLS, and returns its URL (without `sslmode`: the caller adds
+/// the one under test) and the PEM file of the CA that signed the server's
+/// certificate. The certificate names `127.0.0.1` and `localhost`, and
+/// the server accepts plain connections too.
+///
+/// This server is started (with the `openssl` command-line tool making a
+/// throwaway CA and certificate) only by the first call, whatever
+/// [`DATABASE_URL_ENV`] says: the plain server of [`fresh_database`] is
+/// neither touched nor slowed down.
+///
+/// Panics, with the reason, when no server can be had: the caller is a test.
+pub async fn fresh_tls_database() -> (String, PathBuf) {
+    let server = match TLS_SERVER.get_or_init(|| start_server(true)).await {
+        Ok(s) => s,
+        Err(e) => panic!("no TLS PostgreSQL server for the tests: {e}"),
+    };
+    let ca = server
+        .ca_file
+        .clone()
+        .expect("a TLS server has its CA file");
+    let name = format!("keelson_test_{}", uuid::Uuid::new_v4().simple());
+    if let Err(e) = create_database(&server.admin_url, &name).await {
+        panic!("creating database {name}: {e}");
+    }
+    (with_database(&server.admin_url, &name), ca)
+}
+
+impl crate::PostgresStore {
+    /// Whether the server sees a connection of this store's pool as
+    /// encrypted (`pg_stat_ssl`).
+    pub async fn connection_uses_tls(&self) -> Result<bool, String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(row.get(0))
+    }
+}
+
 /// A running throwaway server, kept for the life of the test process.
 struct Server {
     admin_url: String,
+    /// The CA of the server's certificate (PEM), for a TLS server.
+    ca_file: Option<PathBuf>,
     /// Never read: kept so the server is not reaped as a zombie before exit.
     _postgres: Child,
     /// Its closing (at process exit) tells the watchdog to stop the server.
@@ -84,6 +133,7 @@ struct Server {
 }
 
 static SERVER: OnceCell<Result<Server, String>> = OnceCell::const_new();
+static TLS_SERVER: OnceCell<Result<Server, String>> = OnceCell::const_new();
 
 async fn admin_url() -> Result<String, String> {
     if let Some(url) = std::env::var(DATABASE_URL_ENV)
@@ -94,7 +144,7 @@ async fn admin_url() -> Result<String, String> {
     }
     // Every test of the process waits here for the first one's server; a
     // failure is kept too, so the other tests fail at once with its reason.
-    match SERVER.get_or_init(start_server).await {
+    match SERVER.get_or_init(|| start_server(false)).await {
         Ok(s) => Ok(s.admin_url.clone()),
         Err(e) => Err(e.clone()),
     }
@@ -164,7 +214,7 @@ impl Binaries {
     }
 }
 
-async fn start_server() -> Result<Server, String> {
+async fn start_server(tls: bool) -> Result<Server, String> {
     let started = Instant::now();
     let bins = tokio::task::spawn_blocking(find_or_install)
         .await
@@ -175,7 +225,7 @@ async fn start_server() -> Result<Server, String> {
             bin: bins.bin.clone(),
             run_as: bins.run_as,
         };
-        let attempt = tokio::task::spawn_blocking(move || spawn_server(&bins))
+        let attempt = tokio::task::spawn_blocking(move || spawn_server(&bins, tls))
             .await
             .map_err(|e| e.to_string())??;
         match attempt.wait_ready().await {
@@ -288,6 +338,7 @@ struct Attempt {
     port: u16,
     postgres: Child,
     watchdog: ChildStdin,
+    ca_file: Option<PathBuf>,
 }
 
 /// A new directory `/tmp/kpg-XXXXXX` (or under the temporary directory
@@ -310,7 +361,7 @@ fn private_dir() -> Result<PathBuf, String> {
     }
 }
 
-fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
+fn spawn_server(bins: &Binaries, tls: bool) -> Result<Attempt, String> {
     let dir = private_dir()?;
     if let Some((uid, gid)) = bins.run_as {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
@@ -335,6 +386,28 @@ fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    let mut tls_settings = Vec::new();
+    let ca_file = if tls {
+        match make_certificates(&dir, bins.run_as) {
+            Ok(certs) => {
+                tls_settings = vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", certs.cert.display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", certs.key.display()),
+                ];
+                Some(certs.ca)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let port = free_port()?;
     let log = fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
@@ -356,6 +429,7 @@ fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
             "-c",
             "max_connections=200",
         ])
+        .args(&tls_settings)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -370,6 +444,60 @@ fn spawn_server(bins: &Binaries) -> Result<Attempt, String> {
         port,
         postgres,
         watchdog,
+        ca_file,
+    })
+}
+
+/// Files of a throwaway CA and a server certificate it signed.
+struct Certificates {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes, in `dir/tls`, a CA and a certificate for `127.0.0.1` and
+/// `localhost` signed by it (P-256 keys: fast to make), valid for two days.
+/// The server's key goes to the server's user with mode 0600, as
+/// PostgreSQL demands of a key it does not own through root.
+fn make_certificates(dir: &Path, run_as: Option<(u32, u32)>) -> Result<Certificates, String> {
+    let tls = dir.join("tls");
+    fs::create_dir(&tls).map_err(|e| format!("creating {}: {e}", tls.display()))?;
+    // A v3 CA (webpki refuses v1 certificates) and a leaf with the SANs
+    // rustls checks (it ignores the CN).
+    let script = r#"
+        set -e
+        cd "$1"
+        ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+        openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2             -subj /CN=keelson-test-ca             -addext basicConstraints=critical,CA:TRUE             -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        openssl req -new $ec -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+        printf '%s
+' 'subjectAltName=DNS:localhost,IP:127.0.0.1'             'basicConstraints=critical,CA:FALSE'             'keyUsage=critical,digitalSignature'             'extendedKeyUsage=serverAuth' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial             -days 2 -extfile server.ext -out server.crt 2>&1
+        chmod 0600 server.key
+    "#;
+    let out = Command::new("sh")
+        .args(["-c", script, "keelson-pg-certs"])
+        .arg(&tls)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running openssl (is it installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "making the test certificates with openssl failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let key = tls.join("server.key");
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", key.display()))?;
+    }
+    Ok(Certificates {
+        ca: tls.join("ca.pem"),
+        cert: tls.join("server.crt"),
+        key,
     })
 }
 
@@ -452,6 +580,7 @@ impl Attempt {
                 Ok(_) => {
                     return Ok(Server {
                         admin_url: url,
+                        ca_file: self.ca_file,
                         _postgres: self.postgres,
                         _watchdog: self.watchdog,
                     })
