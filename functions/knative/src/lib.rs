@@ -76,6 +76,9 @@ pub struct Settings {
     pub database_url: String,
     /// `KEELSON_DATABASE_POOL_SIZE`: connections this replica may open.
     pub pool_size: usize,
+    /// `KEELSON_DATABASE_CA_FILE`: PEM certificates trusted for the database's
+    /// TLS certificate, besides the platform's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// How the function behaves.
     pub functions: FunctionConfig,
 }
@@ -157,6 +160,15 @@ impl Settings {
                 }
             },
         };
+        let ca_file = var("KEELSON_DATABASE_CA_FILE").map(std::path::PathBuf::from);
+        if let Some(p) = &ca_file {
+            if !p.is_file() {
+                bad.push(format!(
+                    "KEELSON_DATABASE_CA_FILE: {} is not a readable file",
+                    p.display()
+                ));
+            }
+        }
         f.sink = var("K_SINK");
         match &f.sink {
             None if function.publishes() => bad
@@ -202,6 +214,7 @@ impl Settings {
                 port,
                 database_url,
                 pool_size,
+                ca_file,
                 functions: f,
             })
         } else {
@@ -416,18 +429,19 @@ pub async fn main(function: Function) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match keelson_postgres::PostgresStore::connect_with_pool_size(
-        &settings.database_url,
-        settings.pool_size,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}: KEELSON_DATABASE_URL: {e}", function.binary());
-            return ExitCode::from(1);
-        }
+    let options = keelson_postgres::ConnectOptions {
+        pool_size: settings.pool_size,
+        ca_file: settings.ca_file.clone(),
     };
+    let store =
+        match keelson_postgres::PostgresStore::connect_with(&settings.database_url, &options).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: KEELSON_DATABASE_URL: {e}", function.binary());
+                return ExitCode::from(1);
+            }
+        };
     let app = app(function, store, Arc::new(SystemClock), &settings.functions);
     let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {

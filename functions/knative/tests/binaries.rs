@@ -115,6 +115,8 @@ fn a_bad_environment_is_refused_naming_every_problem() {
         .env("PORT", "eighty")
         .env("K_SINK", "broker-ingress")
         .env("KEELSON_TASK_STARTED_TIMEOUT", "soon")
+        .env("KEELSON_DATABASE_CA_FILE", "/nonexistent/ca.pem")
+        .env("KEELSON_DATABASE_POOL_SIZE", "0")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -124,6 +126,8 @@ fn a_bad_environment_is_refused_naming_every_problem() {
         "KEELSON_DATABASE_URL",
         "K_SINK",
         "KEELSON_TASK_STARTED_TIMEOUT",
+        "KEELSON_DATABASE_CA_FILE: /nonexistent/ca.pem",
+        "KEELSON_DATABASE_POOL_SIZE",
     ] {
         assert!(err.contains(name), "{name} not named in: {err}");
     }
