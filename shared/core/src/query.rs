@@ -70,6 +70,45 @@ pub struct EventPage {
     pub total_count: usize,
 }
 
+impl EventQuery {
+    /// The page size asked for; 0 means [`DEFAULT_PAGE_SIZE`].
+    pub fn effective_page_size(&self) -> usize {
+        if self.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            self.page_size
+        }
+    }
+}
+
+impl TypeQuery {
+    /// The limit asked for; 0 means [`DEFAULT_PAGE_SIZE`].
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            self.limit
+        }
+    }
+}
+
+impl EventPage {
+    /// The page of `events` read at `offset` with `page_size` out of `total_count`.
+    pub fn at(
+        events: Vec<KeptnEvent>,
+        offset: usize,
+        page_size: usize,
+        total_count: usize,
+    ) -> Self {
+        let next = offset.saturating_add(page_size);
+        EventPage {
+            events,
+            next_offset: (next < total_count).then_some(next),
+            total_count,
+        }
+    }
+}
+
 /// Parses a page size parameter (`pageSize` / `limit`).
 pub fn parse_page_size(field: &str, v: Option<&str>, max: usize) -> Result<usize, CoreError> {
     match v {

@@ -7,7 +7,7 @@ use keelson_core::ports::{
     ProjectStore, ResourceStore, SequenceStore, StoreError, StoreResult, Versioned,
 };
 use keelson_core::project::Project;
-use keelson_core::query::{self, EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
+use keelson_core::query::{self, EventPage, EventQuery, TypeQuery};
 use keelson_core::resource::{Change, Resource, Scope, SHIPYARD_URI};
 use keelson_core::sequence::{self, Execution, LaneKey, LaneState};
 use keelson_core::timestamp::Timestamp;
@@ -210,11 +210,7 @@ impl EventStore for MemoryStore {
             .filter(|s| q.matches(&s.ev) && (!q.root || st.events.is_root(&s.ev)))
             .collect();
         hits.sort_by(|a, b| newest_first(a, b));
-        let page_size = if q.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.page_size
-        };
+        let page_size = q.effective_page_size();
         let total_count = hits.len();
         let events = hits
             .into_iter()
@@ -222,12 +218,7 @@ impl EventStore for MemoryStore {
             .take(page_size)
             .map(|s| s.ev.clone())
             .collect();
-        let next = q.offset.saturating_add(page_size);
-        Ok(EventPage {
-            events,
-            next_offset: (next < total_count).then_some(next),
-            total_count,
-        })
+        Ok(EventPage::at(events, q.offset, page_size, total_count))
     }
 
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
@@ -254,11 +245,7 @@ impl EventStore for MemoryStore {
             })
             .collect();
         hits.sort_by(|a, b| newest_first(a, b));
-        let limit = if q.limit == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.limit
-        };
+        let limit = q.effective_limit();
         Ok(hits.into_iter().take(limit).map(|s| s.ev.clone()).collect())
     }
 

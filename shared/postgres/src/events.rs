@@ -4,7 +4,7 @@ use crate::{from_json, pg_opt_text, pg_text, to_i64, Db, Params, PostgresStore};
 use deadpool_postgres::Object;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventStore, StoreResult};
-use keelson_core::query::{EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
+use keelson_core::query::{EventPage, EventQuery, TypeQuery};
 use keelson_core::timestamp::Timestamp;
 use std::collections::BTreeSet;
 use tokio_postgres::types::{ToSql, Type};
@@ -368,11 +368,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {
-        let page_size = if q.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.page_size
-        };
+        let page_size = q.effective_page_size();
         let mut p = Params::default();
         let cond = event_filter(q, &mut p);
         let filter_params = p.0.len();
@@ -413,20 +409,11 @@ impl EventStore for PostgresStore {
                 .db()?;
             usize::try_from(n).unwrap_or(0)
         };
-        let next = q.offset.saturating_add(page_size);
-        Ok(EventPage {
-            events,
-            next_offset: (next < total_count).then_some(next),
-            total_count,
-        })
+        Ok(EventPage::at(events, q.offset, page_size, total_count))
     }
 
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
-        let limit = if q.limit == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.limit
-        };
+        let limit = q.effective_limit();
         let mut p = Params::default();
         let cond = type_filter(q, &mut p);
         let limit = p.bind(to_i64(limit));

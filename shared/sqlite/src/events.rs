@@ -3,7 +3,7 @@
 use crate::{from_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventStore, StoreResult};
-use keelson_core::query::{EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
+use keelson_core::query::{EventPage, EventQuery, TypeQuery};
 use keelson_core::timestamp::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
@@ -264,11 +264,7 @@ impl EventStore for SqliteStore {
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {
         let w = event_filter(q);
-        let page_size = if q.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.page_size
-        };
+        let page_size = q.effective_page_size();
         let cond = w.sql();
         self.read_async(|tx| {
             let mut args = w.args.clone();
@@ -285,23 +281,14 @@ impl EventStore for SqliteStore {
                     .db()?;
                 usize::try_from(n).unwrap_or(0)
             };
-            let next = q.offset.saturating_add(page_size);
-            Ok(EventPage {
-                events,
-                next_offset: (next < total_count).then_some(next),
-                total_count,
-            })
+            Ok(EventPage::at(events, q.offset, page_size, total_count))
         })
         .await
     }
 
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
         let w = type_filter(q);
-        let limit = if q.limit == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.limit
-        };
+        let limit = q.effective_limit();
         let sql = type_sql(&w.sql());
         let mut args = w.args;
         args.push(int(limit));

@@ -13,7 +13,7 @@ use crate::error::store_error;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{EventStore, StoreResult};
-use keelson_core::query::{self, EventPage, EventQuery, TypeQuery, DEFAULT_PAGE_SIZE};
+use keelson_core::query::{self, EventPage, EventQuery, TypeQuery};
 use keelson_core::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -504,11 +504,7 @@ impl EventStore for DynamoStore {
             hits = self.only_roots(hits).await?;
         }
         hits.sort_by(newest_first);
-        let page_size = if q.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.page_size
-        };
+        let page_size = q.effective_page_size();
         let total_count = hits.len();
         let events = hits
             .into_iter()
@@ -516,20 +512,11 @@ impl EventStore for DynamoStore {
             .take(page_size)
             .map(|st| st.ev)
             .collect();
-        let next = q.offset.saturating_add(page_size);
-        Ok(EventPage {
-            events,
-            next_offset: (next < total_count).then_some(next),
-            total_count,
-        })
+        Ok(EventPage::at(events, q.offset, page_size, total_count))
     }
 
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
-        let limit = if q.limit == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            q.limit
-        };
+        let limit = q.effective_limit();
         let invalidated = if q.exclude_invalidated {
             self.invalidated().await?
         } else {
