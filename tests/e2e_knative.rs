@@ -178,6 +178,53 @@ spec:
     }
 
     #[tokio::test]
+    async fn every_event_delivered_twice_at_once_still_runs_one_delivery_and_emits_each_event_once()
+    {
+        let n = start(Setup::default()).await;
+        stack(&n).broker.duplicate_deliveries();
+        n.project("twice", None, "svc").await.unwrap();
+        let ctx = n
+            .trigger("twice", "dev", "delivery", "svc", "img:2")
+            .await
+            .unwrap();
+        for (stage, tasks) in [
+            ("dev", vec!["deployment", "test", "release"]),
+            ("hardening", vec!["deployment", "test", "release"]),
+            ("production", vec!["deployment", "release"]),
+        ] {
+            for task in tasks {
+                n.run_task(task, "twice", stage, &ctx, "pass")
+                    .await
+                    .unwrap();
+            }
+        }
+        n.wait_state("twice", &ctx, "finished").await.unwrap();
+        let evs = n
+            .events_with(&ctx, "sh.keptn.event.production.delivery.finished")
+            .await
+            .unwrap();
+        let count = |ty: &str| evs.iter().filter(|e| e["type"] == json!(ty)).count();
+        // Each emitted event once (same ids on every re-emission), whatever
+        // the two concurrent copies of every delivery did.
+        assert_eq!(count("sh.keptn.event.deployment.triggered"), 3, "{evs:?}");
+        assert_eq!(count("sh.keptn.event.release.triggered"), 3);
+        assert_eq!(count("sh.keptn.event.hardening.delivery.triggered"), 1);
+        assert_eq!(count("sh.keptn.event.production.delivery.finished"), 1);
+        // And the broker really did deliver twice (or more, had one copy
+        // been retried).
+        let twice = stack(&n)
+            .broker
+            .attempts()
+            .iter()
+            .filter(|a| {
+                a.subscriber == "keelson-shipyard"
+                    && a.event_type == "sh.keptn.event.dev.delivery.triggered"
+            })
+            .count();
+        assert!(twice >= 2, "{twice}");
+    }
+
+    #[tokio::test]
     async fn every_service_is_live_and_ready_and_refuses_what_is_no_cloudevent() {
         let n = start(Setup::default()).await;
         let http = reqwest::Client::new();

@@ -138,6 +138,8 @@ struct Inner {
     dead: Mutex<Vec<DeadLetter>>,
     /// Back-off delays are multiplied by this (tests shorten the manifests' delays).
     time_scale: f64,
+    /// Every delivery is made twice, concurrently (at-least-once at its worst).
+    duplicate: std::sync::atomic::AtomicBool,
 }
 
 /// The broker.
@@ -169,6 +171,7 @@ impl Broker {
             attempts: Mutex::new(Vec::new()),
             dead: Mutex::new(Vec::new()),
             time_scale,
+            duplicate: std::sync::atomic::AtomicBool::new(false),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/keelson/keelson", listener.local_addr()?);
@@ -179,6 +182,14 @@ impl Broker {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Broker { url, inner, server })
+    }
+
+    /// From now on, deliver every event twice to each Trigger, concurrently
+    /// (Knative's delivery is at least once).
+    pub fn duplicate_deliveries(&self) {
+        self.inner
+            .duplicate
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Where the service `name` listens.
@@ -236,10 +247,17 @@ fn publish(inner: Arc<Inner>, mut ev: Value) {
     }
     lock(&inner.ingested).push(ev.clone());
     let ty = ev["type"].as_str().unwrap_or("").to_string();
+    let copies = if inner.duplicate.load(std::sync::atomic::Ordering::SeqCst) {
+        2
+    } else {
+        1
+    };
     for (i, t) in inner.triggers.iter().enumerate() {
         if t.filter.matches(&ty) {
-            let (inner, ev) = (inner.clone(), ev.clone());
-            tokio::spawn(async move { deliver(inner, i, ev).await });
+            for _ in 0..copies {
+                let (inner, ev) = (inner.clone(), ev.clone());
+                tokio::spawn(async move { deliver(inner, i, ev).await });
+            }
         }
     }
 }
