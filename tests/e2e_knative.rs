@@ -187,11 +187,7 @@ spec:
             .trigger("twice", "dev", "delivery", "svc", "img:2")
             .await
             .unwrap();
-        for (stage, tasks) in [
-            ("dev", vec!["deployment", "test", "release"]),
-            ("hardening", vec!["deployment", "test", "release"]),
-            ("production", vec!["deployment", "release"]),
-        ] {
+        for (stage, tasks) in keelson_tests::SHIPYARD_DELIVERY {
             for task in tasks {
                 n.run_task(task, "twice", stage, &ctx, "pass")
                     .await

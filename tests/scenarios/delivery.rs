@@ -9,11 +9,7 @@ async fn a_three_stage_delivery_runs_through_every_stage_to_the_end() {
         .trigger("shop", "dev", "delivery", "carts", "carts:1")
         .await
         .unwrap();
-    for (stage, tasks) in [
-        ("dev", vec!["deployment", "test", "release"]),
-        ("hardening", vec!["deployment", "test", "release"]),
-        ("production", vec!["deployment", "release"]),
-    ] {
+    for (stage, tasks) in keelson_tests::SHIPYARD_DELIVERY {
         for task in tasks {
             let t = n.run_task(task, "shop", stage, &ctx, "pass").await.unwrap();
             assert_eq!(t["source"], json!("shipyard-controller"));

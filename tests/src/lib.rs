@@ -28,6 +28,13 @@ pub const TOKEN: &str = "test-token";
 /// A three-stage shipyard with a rollback sequence and a delayed task.
 pub const SHIPYARD: &str = include_str!("../../events-fixtures/shipyards/three-stage.yaml");
 
+/// The tasks of [`SHIPYARD`]'s `delivery` sequence, stage by stage.
+pub const SHIPYARD_DELIVERY: [(&str, &[&str]); 3] = [
+    ("dev", &["deployment", "test", "release"]),
+    ("hardening", &["deployment", "test", "release"]),
+    ("production", &["deployment", "release"]),
+];
+
 /// A fresh stack on the emulator (started by `localstack/start` if needed), provisioned from the template.
 pub fn aws_target() -> keelson::AwsTarget {
     let endpoint = keelson_aws::emulator::test_endpoint();

@@ -309,18 +309,7 @@ impl SequenceStore for PostgresStore {
             sql.push_str(" AND active");
         }
         sql.push_str(" ORDER BY triggered_at, id");
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await.db()?;
-        let rows = client.query(&stmt, &p.refs()).await.db()?;
-        rows.iter()
-            .map(|r| {
-                let id: &str = r.try_get(0).db()?;
-                Ok(from_json(
-                    || format!("execution {id:?}"),
-                    r.try_get(1).db()?,
-                )?)
-            })
-            .collect()
+        self.query_docs(&sql, &p, "execution").await
     }
 
     async fn open_triggers(&self, f: &OpenTriggerFilter) -> StoreResult<Vec<KeptnEvent>> {
@@ -334,18 +323,7 @@ impl SequenceStore for PostgresStore {
         and_eq(&mut sql, &mut p, "service", &f.service);
         and_eq(&mut sql, &mut p, "event_id", &f.event_id);
         sql.push_str(" ORDER BY time_ms, event_id");
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await.db()?;
-        let rows = client.query(&stmt, &p.refs()).await.db()?;
-        rows.iter()
-            .map(|r| {
-                let id: &str = r.try_get(0).db()?;
-                Ok(from_json(
-                    || format!("open trigger {id:?}"),
-                    r.try_get(1).db()?,
-                )?)
-            })
-            .collect()
+        self.query_docs(&sql, &p, "open trigger").await
     }
 
     async fn set_paused(
@@ -412,6 +390,28 @@ struct ExecutionColumns {
     triggered_at: Vec<i64>,
     active: Vec<bool>,
     doc: Vec<String>,
+}
+
+impl PostgresStore {
+    /// Rows of `(id, JSON document)` from `sql` (a statement whose shape is
+    /// bounded, so it is cached), each document read as a `T`; a row that
+    /// does not read is an error naming `what` and its id.
+    async fn query_docs<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        p: &Params,
+        what: &str,
+    ) -> StoreResult<Vec<T>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.db()?;
+        let rows = client.query(&stmt, &p.refs()).await.db()?;
+        rows.iter()
+            .map(|r| {
+                let id: &str = r.try_get(0).db()?;
+                Ok(from_json(|| format!("{what} {id:?}"), r.try_get(1).db()?)?)
+            })
+            .collect()
+    }
 }
 
 impl ExecutionColumns {
