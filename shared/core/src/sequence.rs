@@ -657,6 +657,11 @@ fn complete(exec: &mut Execution, st: &mut Step<'_>, end: End) {
         _ => json!({}),
     };
     merge_previous(&mut payload, exec);
+    // The next stages are triggered after this one finished, and their times
+    // say so: with equal times, a store that orders by time (Keptn's
+    // datastore, ours on DynamoDB, whose queue delivers in any order) could
+    // list the next stage's trigger before this stage's `.finished`.
+    let follow_up_time = st.now.plus(time::Duration::milliseconds(1));
     for fu in &exec.follow_ups {
         if !fu.fires(&result, last_task.as_deref()) {
             continue;
@@ -671,7 +676,7 @@ fn complete(exec: &mut Execution, st: &mut Step<'_>, end: End) {
             sequence_type(&fu.stage, &fu.sequence, "triggered"),
             &exec.keptn_context,
             data,
-            st.now,
+            follow_up_time,
         );
         st.emit.push(ev);
     }

@@ -193,6 +193,9 @@ fn a_sequence_runs_its_tasks_in_order_and_finishes_with_follow_ups() {
         json!("img:1")
     );
     assert_eq!(fu.shkeptncontext, "ctx");
+    // The follow-up's time is after the stage's .finished, so a store that
+    // orders by time lists them in causal order.
+    assert!(fu.time > fin.time, "{:?} !> {:?}", fu.time, fin.time);
     assert!(l.state.executions.is_empty());
     assert_eq!(l.ended.len(), 1);
     assert_eq!(l.ended[0].state, ExecState::Finished);
