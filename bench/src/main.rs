@@ -13,6 +13,10 @@
 //!
 //! Figures go to stdout as Markdown table rows for BENCHMARKS.md.
 
+/// The allocator the `keelson` binary uses, so the node measured here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod aws;
 mod gates;
 mod proxy;

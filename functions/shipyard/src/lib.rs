@@ -13,7 +13,7 @@ pub use error::Error;
 use keelson_core::event::{EventType, KeptnEvent, Kind};
 use keelson_core::ids;
 use keelson_core::ports::{
-    Clock, EventBus, ExecutionFilter, LaneCommit, Store, StoreError, Subscription,
+    AppliedOrLane, Clock, EventBus, ExecutionFilter, LaneCommit, Store, StoreError, Subscription,
 };
 use keelson_core::resource::{Scope, SHIPYARD_URI};
 use keelson_core::sequence::{self, Config, ControlAction, Input, LaneKey, LaneState};
@@ -113,11 +113,17 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
         let Some(key) = LaneKey::of_event(ev) else {
             return Ok(Outcome::Ignored);
         };
-        if let Some(effects) = self.store.applied_effects(CONSUMER, &ev.id).await? {
-            return self.republish_applied(ev, &key, is_trigger, effects).await;
-        }
+        let mut first_read = match self.store.applied_or_lane(CONSUMER, &ev.id, &key).await? {
+            AppliedOrLane::Applied(effects) => {
+                return self.republish_applied(ev, &key, is_trigger, effects).await
+            }
+            AppliedOrLane::Lane(lane) => Some(lane),
+        };
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.store.load_lane(&key).await?;
+            let loaded = match first_read.take() {
+                Some(lane) => lane,
+                None => self.store.load_lane(&key).await?,
+            };
             let (version, lane) = match loaded {
                 Some(v) => (v.version, v.value),
                 None => (

@@ -224,6 +224,15 @@ pub trait ResourceStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 }
 
+/// See [`SequenceStore::applied_or_lane`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppliedOrLane {
+    /// The cause was applied before, with these effects.
+    Applied(Vec<KeptnEvent>),
+    /// Not applied: the lane as it is now (`None` if it was never written).
+    Lane(Option<Versioned<LaneState>>),
+}
+
 /// Sequence orchestration state.
 pub trait SequenceStore: Send + Sync {
     /// A lane's state and version.
@@ -259,6 +268,22 @@ pub trait SequenceStore: Send + Sync {
         consumer: &str,
         cause_id: &str,
     ) -> impl Future<Output = StoreResult<Option<Vec<KeptnEvent>>>> + Send;
+    /// What an event's consumer reads first: the effects stored when
+    /// `consumer` applied `cause_id`, if it did; else the lane's state and
+    /// version. Stores that can read both in one snapshot override this.
+    fn applied_or_lane(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+        key: &LaneKey,
+    ) -> impl Future<Output = StoreResult<AppliedOrLane>> + Send {
+        async move {
+            if let Some(effects) = self.applied_effects(consumer, cause_id).await? {
+                return Ok(AppliedOrLane::Applied(effects));
+            }
+            Ok(AppliedOrLane::Lane(self.load_lane(key).await?))
+        }
+    }
     /// Lanes whose next wake-up is at or before `now`.
     fn due_lanes(&self, now: Timestamp) -> impl Future<Output = StoreResult<Vec<LaneKey>>> + Send;
     /// Stored executions, oldest trigger first.

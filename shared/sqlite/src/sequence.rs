@@ -3,8 +3,8 @@
 use crate::{from_json, to_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{
-    ExecutionFilter, LaneCommit, OpenTriggerFilter, SequenceStore, StoreError, StoreResult,
-    Versioned,
+    AppliedOrLane, ExecutionFilter, LaneCommit, OpenTriggerFilter, SequenceStore, StoreError,
+    StoreResult, Versioned,
 };
 use keelson_core::sequence::{self, Execution, LaneKey, LaneState};
 use keelson_core::timestamp::Timestamp;
@@ -238,6 +238,58 @@ impl SequenceStore for SqliteStore {
             })
             .await?;
         json.map(|j| from_json(&j)).transpose()
+    }
+
+    async fn applied_or_lane(
+        &self,
+        consumer: &str,
+        cause_id: &str,
+        key: &LaneKey,
+    ) -> StoreResult<AppliedOrLane> {
+        // One snapshot, one turn on a query connection: the shipyard asks
+        // this for every event it handles.
+        enum Row {
+            Applied(String),
+            Lane(Option<(i64, String)>),
+        }
+        let row = self
+            .read_async(|tx| {
+                let applied: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2",
+                    )
+                    .db()?
+                    .query_row([consumer, cause_id], |r| r.get(0))
+                    .optional()
+                    .db()?;
+                if let Some(effects) = applied {
+                    return Ok(Row::Applied(effects));
+                }
+                let lane = tx
+                    .prepare_cached(
+                        "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
+                    )
+                    .db()?
+                    .query_row([&key.project, &key.stage, &key.service], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .db()?;
+                Ok(Row::Lane(lane))
+            })
+            .await?;
+        Ok(match row {
+            Row::Applied(effects) => AppliedOrLane::Applied(from_json(&effects)?),
+            Row::Lane(lane) => AppliedOrLane::Lane(
+                lane.map(|(version, state)| {
+                    Ok::<_, StoreError>(Versioned {
+                        version: version as u64,
+                        value: from_json(&state)?,
+                    })
+                })
+                .transpose()?,
+            ),
+        })
     }
 
     async fn due_lanes(&self, now: Timestamp) -> StoreResult<Vec<LaneKey>> {

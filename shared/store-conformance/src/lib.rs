@@ -100,6 +100,7 @@ macro_rules! __store_cases {
             lane_commits_are_conditional_on_the_version,
             a_cause_is_applied_once_and_a_rejected_commit_changes_nothing,
             applied_effects_round_trip,
+            applied_or_lane_reads_the_record_else_the_lane,
             applied_records_older_than_the_window_are_purged,
             recent_effects_are_those_near_the_newest_record,
             due_lanes_are_those_whose_wakeup_has_come,

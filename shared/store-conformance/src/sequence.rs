@@ -3,8 +3,8 @@
 use crate::fixtures::*;
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{
-    ExecutionFilter, LaneCommit, OpenTriggerFilter, SequenceStore, StoreError, StoreResult,
-    Versioned,
+    AppliedOrLane, ExecutionFilter, LaneCommit, OpenTriggerFilter, SequenceStore, StoreError,
+    StoreResult, Versioned,
 };
 use keelson_core::sequence::{self, ControlAction, Execution, Input, LaneKey, LaneState};
 use keelson_core::timestamp::Timestamp;
@@ -305,6 +305,53 @@ pub async fn applied_effects_round_trip<S: SequenceStore>(s: &S) {
         "AlreadyApplied",
     );
     assert_eq!(s.load_lane(&key).await.unwrap(), None);
+}
+
+/// `applied_or_lane` answers the applied record's effects when there is one
+/// for that consumer and cause, else the lane as `load_lane` reads it.
+pub async fn applied_or_lane_reads_the_record_else_the_lane<S: SequenceStore>(s: &S) {
+    let key = LaneKey::new("p", "dev", "carts");
+    let other = LaneKey::new("p", "dev", "orders");
+    assert_eq!(
+        s.applied_or_lane("shipyard", "e1", &key).await.unwrap(),
+        AppliedOrLane::Lane(None)
+    );
+    let state = LaneState {
+        incarnation: "inc-1".into(),
+        ..LaneState::default()
+    };
+    let fx = ev("fx", DEPLOYMENT_TRIGGERED, "ctx", ("p", "dev", "carts"), 1);
+    Commit {
+        effects: std::slice::from_ref(&fx),
+        ..Commit::new(&key, 0, &state, "e1")
+    }
+    .run(s)
+    .await
+    .unwrap();
+    assert_eq!(
+        s.applied_or_lane("shipyard", "e1", &key).await.unwrap(),
+        AppliedOrLane::Applied(vec![fx]),
+        "an applied cause answers its effects, whatever lane is asked"
+    );
+    assert_eq!(
+        s.applied_or_lane("shipyard", "e1", &other).await.unwrap(),
+        AppliedOrLane::Applied(s.applied_effects("shipyard", "e1").await.unwrap().unwrap())
+    );
+    assert_eq!(
+        s.applied_or_lane("auditor", "e1", &key).await.unwrap(),
+        AppliedOrLane::Lane(s.load_lane(&key).await.unwrap()),
+        "records are per consumer"
+    );
+    let AppliedOrLane::Lane(Some(lane)) = s.applied_or_lane("shipyard", "e2", &key).await.unwrap()
+    else {
+        panic!("the lane written by e1 was not read");
+    };
+    assert_eq!(lane.version, 1);
+    assert_eq!(lane.value.incarnation, "inc-1");
+    assert_eq!(
+        s.applied_or_lane("shipyard", "e2", &other).await.unwrap(),
+        AppliedOrLane::Lane(None)
+    );
 }
 
 /// `due_lanes(now)` lists the lanes whose next wake-up is at or before `now`.
