@@ -162,29 +162,29 @@ impl Queue for SqliteBus {
             return Ok(Vec::new());
         }
         // Held across the read so that concurrent receivers never get the same
-        // delivery; taken after the connection's turn, so no await holds it.
-        // The turn ends with the block: dead-lettering below needs the writer,
-        // which is the same connection for an in-memory database.
+        // delivery; taken before the connection's turn, and the turn ends with
+        // the block: dead-lettering below needs the writer, which is the same
+        // connection for an in-memory database.
         let rows: Vec<(i64, String)> = {
+            let position = self.store.delivered(consumer);
+            let mut after = position.lock().await;
             let _turn = self.store.read_turn().await?;
-            let mut delivered = lock(&self.store.inner.delivered);
-            let after = delivered.get(consumer).copied().unwrap_or(0);
             let rows: Vec<(i64, String)> = self.store.read(|tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT seq, json FROM queue WHERE consumer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )
-                .db()?;
-            let rows = stmt
-                .query_map(
-                    params![consumer, after, i64::try_from(max).unwrap_or(i64::MAX)],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .db()?;
-            rows.collect::<Result<_, _>>().db()
-        })?;
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, json FROM queue WHERE consumer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .db()?;
+                let rows = stmt
+                    .query_map(
+                        params![consumer, *after, i64::try_from(max).unwrap_or(i64::MAX)],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .db()?;
+                rows.collect::<Result<_, _>>().db()
+            })?;
             if let Some((last, _)) = rows.last() {
-                delivered.insert(consumer.to_string(), *last);
+                *after = *last;
             }
             rows
         };
@@ -225,8 +225,8 @@ impl Queue for SqliteBus {
 
     async fn release(&self, consumer: &str, receipts: &[u64]) -> StoreResult<()> {
         if let Some(min) = receipts.iter().min() {
-            let mut delivered = lock(&self.store.inner.delivered);
-            let pos = delivered.entry(consumer.to_string()).or_insert(0);
+            let position = self.store.delivered(consumer);
+            let mut pos = position.lock().await;
             *pos = (*pos).min(*min as i64 - 1);
         }
         Ok(())

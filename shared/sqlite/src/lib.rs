@@ -64,8 +64,11 @@ struct Inner {
     read_turn: tokio::sync::Semaphore,
     /// The query connections; none for an in-memory database, which one connection serves.
     readers: Vec<Mutex<Connection>>,
-    /// Bus: consumer → highest receipt handed out by this process (undelivered = above it).
-    delivered: Mutex<HashMap<String, i64>>,
+    /// Bus: consumer → highest receipt handed out by this process (undelivered
+    /// = above it). One async lock per consumer, held across its read: two
+    /// consumers' receives never wait for each other, and a waiting receive
+    /// does not block a runtime thread (with two cores that idled one of them).
+    delivered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
 }
 
 impl SqliteStore {
@@ -140,6 +143,14 @@ impl SqliteStore {
     /// their delivery state, so a delivery is handed out once per process.
     pub fn bus(&self, subscriptions: Vec<Subscription>) -> SqliteBus {
         SqliteBus::new(self.clone(), subscriptions)
+    }
+
+    /// The bus's delivery position of `consumer` (see [`Inner::delivered`]).
+    fn delivered(&self, consumer: &str) -> Arc<tokio::sync::Mutex<i64>> {
+        lock(&self.inner.delivered)
+            .entry(consumer.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Runs `f` in an immediate write transaction, committed when `f` succeeds.
