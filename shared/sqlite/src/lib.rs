@@ -67,7 +67,7 @@ struct Inner {
     /// Bus: consumer → highest receipt handed out by this process (undelivered
     /// = above it). One async lock per consumer, held across its read: two
     /// consumers' receives never wait for each other, and a waiting receive
-    /// does not block a runtime thread (with two cores that idled one of them).
+    /// does not block a runtime thread.
     delivered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
 }
 
