@@ -35,26 +35,45 @@ fn and_eq(sql: &mut String, args: &mut Vec<Value>, col: &str, v: &Option<String>
     }
 }
 
+/// A lane's row: its version and state JSON.
+fn lane_row(tx: &Transaction<'_>, key: &LaneKey) -> StoreResult<Option<(i64, String)>> {
+    tx.prepare_cached(
+        "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
+    )
+    .db()?
+    .query_row([&key.project, &key.stage, &key.service], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+    .db()
+}
+
+fn decode_lane(row: Option<(i64, String)>) -> StoreResult<Option<Versioned<LaneState>>> {
+    row.map(|(version, state)| {
+        Ok(Versioned {
+            version: version as u64,
+            value: from_json(&state)?,
+        })
+    })
+    .transpose()
+}
+
+/// The effects JSON of `consumer`'s applied record of `cause_id`.
+fn applied_row(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    cause_id: &str,
+) -> StoreResult<Option<String>> {
+    tx.prepare_cached("SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2")
+        .db()?
+        .query_row([consumer, cause_id], |r| r.get(0))
+        .optional()
+        .db()
+}
+
 impl SequenceStore for SqliteStore {
     async fn load_lane(&self, key: &LaneKey) -> StoreResult<Option<Versioned<LaneState>>> {
-        let row: Option<(i64, String)> = self.read_async(|tx| {
-            tx.prepare_cached(
-                "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
-            )
-            .db()?
-            .query_row([&key.project, &key.stage, &key.service], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .db()
-        }).await?;
-        row.map(|(version, state)| {
-            Ok(Versioned {
-                version: version as u64,
-                value: from_json(&state)?,
-            })
-        })
-        .transpose()
+        decode_lane(self.read_async(|tx| lane_row(tx, key)).await?)
     }
 
     async fn commit_lane(&self, c: LaneCommit<'_>) -> StoreResult<()> {
@@ -226,16 +245,8 @@ impl SequenceStore for SqliteStore {
         consumer: &str,
         cause_id: &str,
     ) -> StoreResult<Option<Vec<KeptnEvent>>> {
-        let json: Option<String> = self
-            .read_async(|tx| {
-                tx.prepare_cached(
-                    "SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2",
-                )
-                .db()?
-                .query_row([consumer, cause_id], |r| r.get(0))
-                .optional()
-                .db()
-            })
+        let json = self
+            .read_async(|tx| applied_row(tx, consumer, cause_id))
             .await?;
         json.map(|j| from_json(&j)).transpose()
     }
@@ -248,47 +259,15 @@ impl SequenceStore for SqliteStore {
     ) -> StoreResult<AppliedOrLane> {
         // One snapshot, one turn on a query connection: the shipyard asks
         // this for every event it handles.
-        enum Row {
-            Applied(String),
-            Lane(Option<(i64, String)>),
-        }
-        let row = self
-            .read_async(|tx| {
-                let applied: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT effects FROM applied WHERE consumer = ?1 AND cause_id = ?2",
-                    )
-                    .db()?
-                    .query_row([consumer, cause_id], |r| r.get(0))
-                    .optional()
-                    .db()?;
-                if let Some(effects) = applied {
-                    return Ok(Row::Applied(effects));
-                }
-                let lane = tx
-                    .prepare_cached(
-                        "SELECT version, state FROM lanes WHERE project = ?1 AND stage = ?2 AND service = ?3",
-                    )
-                    .db()?
-                    .query_row([&key.project, &key.stage, &key.service], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .db()?;
-                Ok(Row::Lane(lane))
+        let (applied, lane) = self
+            .read_async(|tx| match applied_row(tx, consumer, cause_id)? {
+                Some(effects) => Ok((Some(effects), None)),
+                None => Ok((None, lane_row(tx, key)?)),
             })
             .await?;
-        Ok(match row {
-            Row::Applied(effects) => AppliedOrLane::Applied(from_json(&effects)?),
-            Row::Lane(lane) => AppliedOrLane::Lane(
-                lane.map(|(version, state)| {
-                    Ok::<_, StoreError>(Versioned {
-                        version: version as u64,
-                        value: from_json(&state)?,
-                    })
-                })
-                .transpose()?,
-            ),
+        Ok(match applied {
+            Some(effects) => AppliedOrLane::Applied(from_json(&effects)?),
+            None => AppliedOrLane::Lane(decode_lane(lane)?),
         })
     }
 
