@@ -1,6 +1,6 @@
 //! The durable local bus: one queue per consumer in the store's database.
 
-use crate::{from_json, lock, Db, SqliteStore};
+use crate::{from_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{Delivery, EventBus, Queue, StoreError, StoreResult, Subscription};
 use rusqlite::params;
@@ -17,7 +17,6 @@ pub struct SqliteBus {
     store: SqliteStore,
     /// Consumers with all their patterns, in first-subscription order.
     consumers: Arc<Vec<Subscription>>,
-    group: Arc<GroupCommit>,
 }
 
 impl SqliteBus {
@@ -32,7 +31,6 @@ impl SqliteBus {
         SqliteBus {
             store,
             consumers: Arc::new(consumers),
-            group: Arc::default(),
         }
     }
 
@@ -71,63 +69,8 @@ impl SqliteBus {
     }
 }
 
-/// Publishes waiting for the group commit that carries their rows.
-type Waiter = (
-    Vec<(String, String)>,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-);
-
-/// Group commit: concurrent publishes are written in one transaction. The
-/// first publisher to find no writer becomes the leader and writes every
-/// waiting publish until none is left; the others just wait for the outcome.
-/// Under load this turns one transaction per API request into one per batch.
-#[derive(Debug, Default)]
-pub(crate) struct GroupCommit {
-    waiting: std::sync::Mutex<Vec<Waiter>>,
-    leader: std::sync::atomic::AtomicBool,
-}
-
-impl SqliteBus {
-    async fn write_rows(&self, batch: &[Waiter]) -> StoreResult<()> {
-        self.store
-            .write_async(|tx| {
-                let mut insert = tx
-                    .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
-                    .db()?;
-                for (rows, _) in batch {
-                    for (consumer, json) in rows {
-                        insert.execute([consumer.as_str(), json.as_str()]).db()?;
-                    }
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn lead(&self) {
-        use std::sync::atomic::Ordering;
-        let gc = &self.group;
-        loop {
-            let batch: Vec<Waiter> = std::mem::take(&mut *lock(&gc.waiting));
-            if batch.is_empty() {
-                gc.leader.store(false, Ordering::SeqCst);
-                // A publish may have queued between the take and the release.
-                if lock(&gc.waiting).is_empty() || gc.leader.swap(true, Ordering::SeqCst) {
-                    return;
-                }
-                continue;
-            }
-            let outcome = self.write_rows(&batch).await.map_err(|e| e.to_string());
-            for (_, reply) in batch {
-                let _ = reply.send(outcome.clone());
-            }
-        }
-    }
-}
-
 impl EventBus for SqliteBus {
     async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
-        use std::sync::atomic::Ordering;
         let rows: Vec<(String, String)> = events
             .iter()
             .flat_map(|ev| {
@@ -141,18 +84,19 @@ impl EventBus for SqliteBus {
         if rows.is_empty() {
             return Ok(());
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        lock(&self.group.waiting).push((rows, tx));
-        if !self.group.leader.swap(true, Ordering::SeqCst) {
-            self.lead().await;
-        }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(crate::transient_msg(format!("publishing failed: {msg}"))),
-            Err(_) => Err(crate::transient_msg(
-                "publishing was interrupted".to_string(),
-            )),
-        }
+        // Concurrent publishes share a transaction (group commit): under load
+        // one commit carries many API requests' events.
+        self.store
+            .write_grouped(move |tx| {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
+                    .db()?;
+                for (consumer, json) in &rows {
+                    insert.execute([consumer.as_str(), json.as_str()]).db()?;
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -210,13 +154,15 @@ impl Queue for SqliteBus {
         if receipts.is_empty() {
             return Ok(());
         }
+        let consumer = consumer.to_string();
+        let receipts = receipts.to_vec();
         self.store
-            .write_async(|tx| {
+            .write_grouped(move |tx| {
                 let mut del = tx
                     .prepare_cached("DELETE FROM queue WHERE consumer = ?1 AND seq = ?2")
                     .db()?;
                 for r in receipts {
-                    del.execute(params![consumer, *r as i64]).db()?;
+                    del.execute(params![consumer, r as i64]).db()?;
                 }
                 Ok(())
             })

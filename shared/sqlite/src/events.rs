@@ -207,12 +207,44 @@ pub(crate) fn delete_events(tx: &Transaction<'_>, cond: &str, arg: Value) -> Sto
     Ok(n as u64)
 }
 
+/// An event's columns, owned, for a grouped write.
+pub(crate) struct EventRow {
+    pub(crate) id: String,
+    pub(crate) time: i64,
+    pub(crate) ty: String,
+    pub(crate) project: Option<String>,
+    pub(crate) stage: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) context: String,
+    pub(crate) triggeredid: Option<String>,
+    pub(crate) source: String,
+    pub(crate) json: String,
+}
+
+impl EventRow {
+    pub(crate) fn of(ev: &KeptnEvent) -> Self {
+        EventRow {
+            id: ev.id.clone(),
+            time: ev.time.millis(),
+            ty: ev.ty.clone(),
+            project: ev.project().map(str::to_string),
+            stage: ev.stage().map(str::to_string),
+            service: ev.service().map(str::to_string),
+            context: ev.shkeptncontext.clone(),
+            triggeredid: ev.triggeredid.clone(),
+            source: ev.source.clone(),
+            json: ev.to_json(),
+        }
+    }
+}
+
 impl EventStore for SqliteStore {
     async fn insert_events(&self, events: &[KeptnEvent]) -> StoreResult<usize> {
         if events.is_empty() {
             return Ok(0);
         }
-        self.write_async(|tx| {
+        let rows: Vec<EventRow> = events.iter().map(EventRow::of).collect();
+        self.write_grouped(move |tx| {
             let mut root_of = tx
                 .prepare_cached(
                     "SELECT seq, time FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1",
@@ -229,25 +261,25 @@ impl EventStore for SqliteStore {
                 .prepare_cached("UPDATE events SET is_root = 0 WHERE seq = ?1")
                 .db()?;
             let mut added = 0;
-            for ev in events {
+            for ev in &rows {
                 let root: Option<(i64, i64)> = root_of
-                    .query_row([&ev.shkeptncontext], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row([&ev.context], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
                     .db()?;
-                let is_root = root.is_none_or(|(_, t)| ev.time.millis() < t);
+                let is_root = root.is_none_or(|(_, t)| ev.time < t);
                 let n = insert
                     .execute(params![
                         ev.id,
-                        ev.time.millis(),
+                        ev.time,
                         ev.ty,
-                        ev.project(),
-                        ev.stage(),
-                        ev.service(),
-                        ev.shkeptncontext,
+                        ev.project,
+                        ev.stage,
+                        ev.service,
+                        ev.context,
                         ev.triggeredid,
                         ev.source,
                         is_root,
-                        ev.to_json(),
+                        ev.json,
                     ])
                     .db()?;
                 if n == 0 {
@@ -259,7 +291,8 @@ impl EventStore for SqliteStore {
                 }
             }
             Ok(added)
-        }).await
+        })
+        .await
     }
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {

@@ -1,5 +1,6 @@
 //! Sequence orchestration state: [`SequenceStore`].
 
+use crate::events::EventRow;
 use crate::{from_json, to_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{
@@ -71,6 +72,33 @@ fn applied_row(
         .db()
 }
 
+/// An execution's columns, owned, for a grouped write.
+struct ExecutionRow {
+    id: String,
+    project: String,
+    stage: String,
+    service: String,
+    keptn_context: String,
+    triggered_at: i64,
+    active: bool,
+    json: String,
+}
+
+impl ExecutionRow {
+    fn of(e: &Execution) -> StoreResult<Self> {
+        Ok(ExecutionRow {
+            id: e.id.clone(),
+            project: e.project.clone(),
+            stage: e.stage.clone(),
+            service: e.service.clone(),
+            keptn_context: e.keptn_context.clone(),
+            triggered_at: e.triggered_at.millis(),
+            active: !e.state.is_terminal(),
+            json: to_json(e)?,
+        })
+    }
+}
+
 impl SequenceStore for SqliteStore {
     async fn load_lane(&self, key: &LaneKey) -> StoreResult<Option<Versioned<LaneState>>> {
         decode_lane(self.read_async(|tx| lane_row(tx, key)).await?)
@@ -79,20 +107,26 @@ impl SequenceStore for SqliteStore {
     async fn commit_lane(&self, c: LaneCommit<'_>) -> StoreResult<()> {
         let state = to_json(c.state)?;
         let effects = to_json(&c.effects)?;
-        let executions: Vec<(&Execution, String)> = c
+        let executions: Vec<ExecutionRow> = c
             .state
             .executions
             .iter()
             .chain(c.ended)
-            .map(|e| Ok((e, to_json(e)?)))
+            .map(ExecutionRow::of)
             .collect::<StoreResult<_>>()?;
-        let open: Vec<&KeptnEvent> = sequence::open_triggers(c.state);
-        let key = c.key;
-        self.write_async(|tx| {
+        let open: Vec<EventRow> = sequence::open_triggers(c.state)
+            .into_iter()
+            .map(EventRow::of)
+            .collect();
+        let key = c.key.clone();
+        let (consumer, cause_id) = (c.consumer.to_string(), c.cause_id.to_string());
+        let (expected_version, next_wakeup, now) =
+            (c.expected_version, c.next_wakeup.map(Timestamp::millis), c.now.millis());
+        self.write_grouped(move |tx| {
             let applied = tx
                 .prepare_cached("SELECT 1 FROM applied WHERE consumer = ?1 AND cause_id = ?2")
                 .db()?
-                .exists([c.consumer, c.cause_id])
+                .exists([&consumer, &cause_id])
                 .db()?;
             if applied {
                 return Err(StoreError::AlreadyApplied);
@@ -106,7 +140,7 @@ impl SequenceStore for SqliteStore {
                 .optional()
                 .db()?
                 .unwrap_or(0);
-            if current as u64 != c.expected_version {
+            if current as u64 != expected_version {
                 return Err(StoreError::Conflict);
             }
             tx.prepare_cached(
@@ -122,14 +156,14 @@ impl SequenceStore for SqliteStore {
                 key.service,
                 current + 1,
                 state,
-                c.next_wakeup.map(Timestamp::millis),
+                next_wakeup,
             ])
             .db()?;
             tx.prepare_cached(
                 "INSERT INTO applied (consumer, cause_id, effects, applied_at) VALUES (?1, ?2, ?3, ?4)",
             )
             .db()?
-            .execute(params![c.consumer, c.cause_id, effects, c.now.millis()])
+            .execute(params![consumer, cause_id, effects, now])
             .db()?;
             let mut upsert = tx
                 .prepare_cached(
@@ -138,7 +172,7 @@ impl SequenceStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .db()?;
-            for (e, json) in &executions {
+            for e in &executions {
                 upsert
                     .execute(params![
                         e.id,
@@ -146,9 +180,9 @@ impl SequenceStore for SqliteStore {
                         e.stage,
                         e.service,
                         e.keptn_context,
-                        e.triggered_at.millis(),
-                        !e.state.is_terminal(),
-                        json,
+                        e.triggered_at,
+                        e.active,
+                        e.json,
                     ])
                     .db()?;
             }
@@ -172,16 +206,17 @@ impl SequenceStore for SqliteStore {
                     key.service,
                     ev.id,
                     ev.ty,
-                    ev.project(),
-                    ev.stage(),
-                    ev.service(),
-                    ev.time.millis(),
-                    ev.to_json(),
+                    ev.project,
+                    ev.stage,
+                    ev.service,
+                    ev.time,
+                    ev.json,
                 ])
                 .db()?;
             }
             Ok(())
-        }).await
+        })
+        .await
     }
 
     async fn record_applied(
@@ -192,13 +227,14 @@ impl SequenceStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let effects = to_json(&effects)?;
-        self.write_async(|tx| {
+        let (consumer, cause_id, now) = (consumer.to_string(), cause_id.to_string(), now.millis());
+        self.write_grouped(move |tx| {
             let n = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO applied (consumer, cause_id, effects, applied_at) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .db()?
-                .execute(params![consumer, cause_id, effects, now.millis()])
+                .execute(params![consumer, cause_id, effects, now])
                 .db()?;
             Ok(n == 1)
         }).await
