@@ -75,8 +75,16 @@ mod tests {
         assert_ne!(child, grandchild);
         // Other causes (client ids, random UUIDs) give name-based UUIDs.
         let v4 = "9b1c0000-0000-4000-8000-000000000001";
-        assert_eq!(Uuid::parse_str(&derive(v4, "x")).unwrap().get_version_num(), 5);
-        assert_eq!(Uuid::parse_str(&derive("client-id", "x")).unwrap().get_version_num(), 5);
+        assert_eq!(
+            Uuid::parse_str(&derive(v4, "x")).unwrap().get_version_num(),
+            5
+        );
+        assert_eq!(
+            Uuid::parse_str(&derive("client-id", "x"))
+                .unwrap()
+                .get_version_num(),
+            5
+        );
     }
 
     #[test]

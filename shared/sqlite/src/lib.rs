@@ -338,7 +338,10 @@ fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn Job>>) {
             let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&tx)))
                 .unwrap_or(true);
             if shared && failed {
-                tx.prepare_cached("ROLLBACK TO job").db()?.execute([]).db()?;
+                tx.prepare_cached("ROLLBACK TO job")
+                    .db()?
+                    .execute([])
+                    .db()?;
             }
             if shared {
                 tx.prepare_cached("RELEASE job").db()?.execute([]).db()?;
@@ -543,9 +546,7 @@ mod tests {
     fn rows(store: &SqliteStore) -> Vec<String> {
         store
             .read(|tx| {
-                let mut stmt = tx
-                    .prepare("SELECT id FROM integrations ORDER BY id")
-                    .db()?;
+                let mut stmt = tx.prepare("SELECT id FROM integrations ORDER BY id").db()?;
                 let rows = stmt.query_map([], |r| r.get(0)).db()?;
                 rows.collect::<Result<_, _>>().db()
             })
@@ -584,26 +585,36 @@ mod tests {
                 _ => format!("ok-{i:02}"),
             })
             .collect();
-        // With the writer's connection held, the jobs queue up and the
-        // writer thread takes them as one group (after the first).
-        let held = lock(&store.inner.writer);
+        // With the writer's connection held (by another thread, for 100 ms),
+        // the jobs queue up and the writer thread takes them as one group
+        // (after the first).
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _held = lock(&store.inner.writer);
+                let _ = locked.send(());
+                std::thread::sleep(Duration::from_millis(100));
+            })
+        };
+        is_locked.recv().unwrap();
         let tasks: Vec<_> = ids
             .iter()
             .map(|id| tokio::spawn(job(store.clone(), id.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(held);
         for (id, t) in ids.iter().zip(tasks) {
             let out = t.await.unwrap();
             match id.split('-').next() {
                 Some("ok") => assert_eq!(out.unwrap(), *id),
                 Some("fail") => assert!(matches!(out, Err(StoreError::Conflict)), "{id}: {out:?}"),
                 _ => assert!(
-                    out.as_ref().is_err_and(|e| e.to_string().contains("panicked")),
+                    out.as_ref()
+                        .is_err_and(|e| e.to_string().contains("panicked")),
                     "{id}: {out:?}"
                 ),
             }
         }
+        holder.join().unwrap();
         let expected: Vec<String> = ids.into_iter().filter(|i| i.starts_with("ok")).collect();
         assert_eq!(rows(&store), expected);
         // The writer carries on after a panic.

@@ -120,8 +120,11 @@ impl SequenceStore for SqliteStore {
             .collect();
         let key = c.key.clone();
         let (consumer, cause_id) = (c.consumer.to_string(), c.cause_id.to_string());
-        let (expected_version, next_wakeup, now) =
-            (c.expected_version, c.next_wakeup.map(Timestamp::millis), c.now.millis());
+        let (expected_version, next_wakeup, now) = (
+            c.expected_version,
+            c.next_wakeup.map(Timestamp::millis),
+            c.now.millis(),
+        );
         self.write_grouped(move |tx| {
             let applied = tx
                 .prepare_cached("SELECT 1 FROM applied WHERE consumer = ?1 AND cause_id = ?2")
