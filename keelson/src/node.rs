@@ -216,15 +216,18 @@ impl Node {
             StoreChoice::Memory => {
                 let store = keelson_memory::MemoryStore::new();
                 let bus = keelson_memory::MemoryBus::new(subs.clone());
-                start_with(store, bus, subs, opts).await
+                start_with(store, bus, subs, None, opts).await
             }
             StoreChoice::Sqlite(dir) => {
                 crate::token::create_private_dir(dir)?;
                 let path = dir.join("keelson.db");
                 let store = keelson_sqlite::SqliteStore::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
-                let bus = store.bus(subs.clone());
-                start_with(store, bus, subs, opts).await
+                // The bus writes the datastore's rows itself (in the publish
+                // transaction), whichever process runs the datastore.
+                let datastore = keelson_datastore::CONSUMER;
+                let bus = store.bus(subs.clone()).storing_events_for(datastore);
+                start_with(store, bus, subs, Some(datastore), opts).await
             }
         }
     }
@@ -342,10 +345,13 @@ impl<B: EventBus> EventBus for NotifyingBus<B> {
     }
 }
 
+/// `stored_by_bus`: the consumer whose events the bus stores itself (it is
+/// not woken by publishes; it still drains what was queued for it before).
 async fn start_with<S, Q>(
     store: S,
     queue: Q,
     subs: Vec<Subscription>,
+    stored_by_bus: Option<&str>,
     opts: NodeOptions,
 ) -> anyhow::Result<Node>
 where
@@ -357,9 +363,14 @@ where
         .map(|s| (s.consumer.clone(), Arc::new(Notify::new())))
         .collect();
     let wake = Arc::new(wake);
+    let woken: Vec<Subscription> = subs
+        .iter()
+        .filter(|s| Some(s.consumer.as_str()) != stored_by_bus)
+        .cloned()
+        .collect();
     let bus = NotifyingBus {
         inner: queue.clone(),
-        subs: Arc::new(subs.clone()),
+        subs: Arc::new(woken),
         wake: wake.clone(),
         observer: opts.observer.clone(),
     };

@@ -1,5 +1,6 @@
 //! The durable local bus: one queue per consumer in the store's database.
 
+use crate::events::{insert_rows, EventRow};
 use crate::{from_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{Delivery, EventBus, Queue, StoreError, StoreResult, Subscription};
@@ -17,6 +18,10 @@ pub struct SqliteBus {
     store: SqliteStore,
     /// Consumers with all their patterns, in first-subscription order.
     consumers: Arc<Vec<Subscription>>,
+    /// The consumer (the datastore) whose deliveries are stored as events
+    /// in the publishing transaction instead of queued (see
+    /// [`SqliteBus::storing_events_for`]).
+    stores_for: Option<Arc<str>>,
 }
 
 impl SqliteBus {
@@ -31,7 +36,20 @@ impl SqliteBus {
         SqliteBus {
             store,
             consumers: Arc::new(consumers),
+            stores_for: None,
         }
+    }
+
+    /// Publishes store their events in the datastore's table in the same
+    /// transaction, instead of queueing them for `consumer` (the datastore
+    /// function, whose whole work is storing them) to decode and store in
+    /// another. The datastore and the bus share this database, so the event
+    /// is stored exactly once either way, and queryable as soon as it is
+    /// published. `consumer` keeps its queue (rows queued before are still
+    /// delivered to it) but gets nothing new.
+    pub fn storing_events_for(mut self, consumer: &str) -> Self {
+        self.stores_for = Some(consumer.into());
+        self
     }
 
     /// The store whose database this bus uses.
@@ -71,17 +89,19 @@ impl SqliteBus {
 
 impl EventBus for SqliteBus {
     async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
-        let rows: Vec<(String, String)> = events
-            .iter()
-            .flat_map(|ev| {
-                let json = ev.to_json();
-                self.consumers
-                    .iter()
-                    .filter(|s| s.matches(&ev.ty))
-                    .map(move |s| (s.consumer.clone(), json.clone()))
-            })
-            .collect();
-        if rows.is_empty() {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut stored: Vec<EventRow> = Vec::new();
+        for ev in events {
+            let json = ev.to_json();
+            for s in self.consumers.iter().filter(|s| s.matches(&ev.ty)) {
+                if self.stores_for.as_deref() == Some(s.consumer.as_str()) {
+                    stored.push(EventRow::with_json(ev, json.clone()));
+                } else {
+                    rows.push((s.consumer.clone(), json.clone()));
+                }
+            }
+        }
+        if rows.is_empty() && stored.is_empty() {
             return Ok(());
         }
         // Concurrent publishes share a transaction (group commit): under load
@@ -94,6 +114,7 @@ impl EventBus for SqliteBus {
                 for (consumer, json) in &rows {
                     insert.execute([consumer.as_str(), json.as_str()]).db()?;
                 }
+                insert_rows(tx, &stored)?;
                 Ok(())
             })
             .await

@@ -223,6 +223,11 @@ pub(crate) struct EventRow {
 
 impl EventRow {
     pub(crate) fn of(ev: &KeptnEvent) -> Self {
+        Self::with_json(ev, ev.to_json())
+    }
+
+    /// [`Self::of`] with the event's JSON already at hand.
+    pub(crate) fn with_json(ev: &KeptnEvent, json: String) -> Self {
         EventRow {
             id: ev.id.clone(),
             time: ev.time.millis(),
@@ -233,9 +238,63 @@ impl EventRow {
             context: ev.shkeptncontext.clone(),
             triggeredid: ev.triggeredid.clone(),
             source: ev.source.clone(),
-            json: ev.to_json(),
+            json,
         }
     }
+}
+
+/// Stores events (a repeated id is ignored) and keeps each context's root
+/// marked; returns how many were new.
+pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut root_of = tx
+        .prepare_cached(
+            "SELECT seq, time FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1",
+        )
+        .db()?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (id, time, type, project, stage, service, \
+                 shkeptncontext, triggeredid, source, is_root, json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .db()?;
+    let mut unroot = tx
+        .prepare_cached("UPDATE events SET is_root = 0 WHERE seq = ?1")
+        .db()?;
+    let mut added = 0;
+    for ev in rows {
+        let root: Option<(i64, i64)> = root_of
+            .query_row([&ev.context], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .db()?;
+        let is_root = root.is_none_or(|(_, t)| ev.time < t);
+        let n = insert
+            .execute(params![
+                ev.id,
+                ev.time,
+                ev.ty,
+                ev.project,
+                ev.stage,
+                ev.service,
+                ev.context,
+                ev.triggeredid,
+                ev.source,
+                is_root,
+                ev.json,
+            ])
+            .db()?;
+        if n == 0 {
+            continue;
+        }
+        added += 1;
+        if let (true, Some((old, _))) = (is_root, root) {
+            unroot.execute([old]).db()?;
+        }
+    }
+    Ok(added)
 }
 
 impl EventStore for SqliteStore {
@@ -244,55 +303,7 @@ impl EventStore for SqliteStore {
             return Ok(0);
         }
         let rows: Vec<EventRow> = events.iter().map(EventRow::of).collect();
-        self.write_grouped(move |tx| {
-            let mut root_of = tx
-                .prepare_cached(
-                    "SELECT seq, time FROM events WHERE shkeptncontext = ?1 ORDER BY time, seq LIMIT 1",
-                )
-                .db()?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events (id, time, type, project, stage, service, \
-                     shkeptncontext, triggeredid, source, is_root, json) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .db()?;
-            let mut unroot = tx
-                .prepare_cached("UPDATE events SET is_root = 0 WHERE seq = ?1")
-                .db()?;
-            let mut added = 0;
-            for ev in &rows {
-                let root: Option<(i64, i64)> = root_of
-                    .query_row([&ev.context], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .db()?;
-                let is_root = root.is_none_or(|(_, t)| ev.time < t);
-                let n = insert
-                    .execute(params![
-                        ev.id,
-                        ev.time,
-                        ev.ty,
-                        ev.project,
-                        ev.stage,
-                        ev.service,
-                        ev.context,
-                        ev.triggeredid,
-                        ev.source,
-                        is_root,
-                        ev.json,
-                    ])
-                    .db()?;
-                if n == 0 {
-                    continue;
-                }
-                added += 1;
-                if let (true, Some((old, _))) = (is_root, root) {
-                    unroot.execute([old]).db()?;
-                }
-            }
-            Ok(added)
-        })
-        .await
+        self.write_grouped(move |tx| insert_rows(tx, &rows)).await
     }
 
     async fn query_events(&self, q: &EventQuery) -> StoreResult<EventPage> {

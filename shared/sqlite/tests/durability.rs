@@ -548,3 +548,63 @@ async fn a_version_1_file_is_migrated_keeping_its_data() {
         .unwrap();
     assert_eq!(indexed, 1);
 }
+
+/// A bus storing events for the datastore writes them in the publishing
+/// transaction: queryable at once, stored once however often published,
+/// nothing new queued for the datastore — and what was queued for it before
+/// is still delivered.
+#[tokio::test]
+async fn a_bus_storing_events_for_the_datastore_stores_them_as_it_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    let subs = vec![
+        Subscription::new("datastore", &["sh.keptn.event.>"]),
+        Subscription::new("shipyard", &["sh.keptn.event.*.finished"]),
+    ];
+    // Queued by a version that let the datastore consumer store events.
+    let plain = store.bus(subs.clone());
+    plain
+        .publish(&[ev("old", "sh.keptn.event.test.finished", "c0", 1)])
+        .await
+        .unwrap();
+    let bus = store.bus(subs).storing_events_for("datastore");
+    let first = ev("e1", "sh.keptn.event.test.finished", "c1", 2);
+    let second = ev("e2", "sh.keptn.event.dev.delivery.triggered", "c1", 3);
+    bus.publish(&[first.clone(), second.clone()]).await.unwrap();
+    bus.publish(std::slice::from_ref(&first)).await.unwrap();
+
+    let stored = store
+        .query_events(&EventQuery {
+            keptn_context: Some("c1".into()),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = stored.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["e2", "e1"], "each event stored once, newest first");
+    assert_eq!(stored.events[1], first);
+    let root = store
+        .query_events(&EventQuery {
+            keptn_context: Some("c1".into()),
+            root: true,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(root.events.len(), 1);
+    assert_eq!(
+        root.events[0].id, "e1",
+        "the context's root is its first event"
+    );
+
+    let for_datastore = bus.receive("datastore", 10).await.unwrap();
+    let ids: Vec<&str> = for_datastore.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(ids, ["old"], "only what was queued before");
+    let for_shipyard = bus.receive("shipyard", 10).await.unwrap();
+    let ids: Vec<&str> = for_shipyard.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["old", "e1", "e1"],
+        "other consumers get every publish"
+    );
+}
