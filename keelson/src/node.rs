@@ -216,7 +216,7 @@ impl Node {
             StoreChoice::Memory => {
                 let store = keelson_memory::MemoryStore::new();
                 let bus = keelson_memory::MemoryBus::new(subs.clone());
-                start_with(store, bus, subs, None, opts).await
+                start_with(store, bus, subs, opts).await
             }
             StoreChoice::Sqlite(dir) => {
                 crate::token::create_private_dir(dir)?;
@@ -225,9 +225,10 @@ impl Node {
                     .with_context(|| format!("opening {}", path.display()))?;
                 // The bus writes the datastore's rows itself (in the publish
                 // transaction), whichever process runs the datastore.
-                let datastore = keelson_datastore::CONSUMER;
-                let bus = store.bus(subs.clone()).storing_events_for(datastore);
-                start_with(store, bus, subs, Some(datastore), opts).await
+                let bus = store
+                    .bus(subs.clone())
+                    .storing_events_for(keelson_datastore::CONSUMER);
+                start_with(store, bus, subs, opts).await
             }
         }
     }
@@ -345,13 +346,10 @@ impl<B: EventBus> EventBus for NotifyingBus<B> {
     }
 }
 
-/// `stored_by_bus`: the consumer whose events the bus stores itself (it is
-/// not woken by publishes; it still drains what was queued for it before).
 async fn start_with<S, Q>(
     store: S,
     queue: Q,
     subs: Vec<Subscription>,
-    stored_by_bus: Option<&str>,
     opts: NodeOptions,
 ) -> anyhow::Result<Node>
 where
@@ -363,9 +361,11 @@ where
         .map(|s| (s.consumer.clone(), Arc::new(Notify::new())))
         .collect();
     let wake = Arc::new(wake);
+    // The consumer whose events the bus stores itself is not woken by
+    // publishes (it only drains what older versions queued for it).
     let woken: Vec<Subscription> = subs
         .iter()
-        .filter(|s| Some(s.consumer.as_str()) != stored_by_bus)
+        .filter(|s| Some(s.consumer.as_str()) != queue.stores_events_for())
         .cloned()
         .collect();
     let bus = NotifyingBus {
@@ -421,6 +421,7 @@ where
         )));
     }
     if opts.functions.datastore {
+        let stores_events = queue.stores_events_for() == Some(keelson_datastore::CONSUMER);
         let st = store.clone();
         let q = queue.clone();
         let w = wake[keelson_datastore::CONSUMER].clone();
@@ -432,6 +433,9 @@ where
                 // Stored events become queryable a few ms later; in exchange
                 // the datastore writes fewer, larger transactions.
                 Duration::from_millis(3),
+                // A bus that stores the events itself queues nothing new for
+                // the datastore: drain what older versions queued, then stop.
+                stores_events,
                 move |batch: Vec<KeptnEvent>| {
                     let st = st.clone();
                     async move {
@@ -525,6 +529,7 @@ where
                 &name,
                 w,
                 Duration::ZERO,
+                false,
                 move |batch: Vec<KeptnEvent>| {
                     let b = b.clone();
                     let clock = clock.clone();
@@ -589,7 +594,7 @@ where
 {
     let handle = Arc::new(handle);
     tokio::spawn(async move {
-        consume(queue, consumer, wake, Duration::ZERO, move |batch: Vec<KeptnEvent>| {
+        consume(queue, consumer, wake, Duration::ZERO, false, move |batch: Vec<KeptnEvent>| {
             let handle = handle.clone();
             async move {
                 let mut tasks = tokio::task::JoinSet::new();
@@ -670,6 +675,7 @@ async fn consume<Q, F, Fut>(
     consumer: &str,
     wake: Arc<Notify>,
     linger: Duration,
+    stop_when_empty: bool,
     handler: F,
 ) where
     Q: Queue,
@@ -713,6 +719,9 @@ async fn consume<Q, F, Fut>(
         };
         if batch.is_empty() {
             flush(&mut acks, &mut last_ack).await;
+            if stop_when_empty {
+                return;
+            }
             // Woken at once by publishers in this process; publishers in other
             // processes sharing the file are seen on the next poll.
             let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
@@ -816,6 +825,7 @@ mod tests {
                 "c",
                 Arc::new(Notify::new()),
                 Duration::ZERO,
+                false,
                 move |batch: Vec<KeptnEvent>| {
                     let (d, t, fail) = (d.clone(), t.clone(), fail.clone());
                     async move {
@@ -986,5 +996,49 @@ mod tests {
             "in order, nothing skipped"
         );
         assert!(bus.dead_letters("c").is_empty());
+    }
+
+    /// Local mode's SQLite bus stores events as it publishes them: the
+    /// datastore consumer stores what an older version queued for it, then
+    /// stops instead of polling an empty queue for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_datastore_drains_what_an_older_version_queued_and_then_stops() {
+        use keelson_core::ports::EventStore;
+        use keelson_core::query::EventQuery;
+        let dir = tempfile::tempdir().unwrap();
+        let store = keelson_sqlite::SqliteStore::open(dir.path().join("keelson.db")).unwrap();
+        let older = store.bus(vec![keelson_datastore::subscription()]);
+        let queued = lane_ev("queued", "a");
+        older.publish(std::slice::from_ref(&queued)).await.unwrap();
+
+        let mut opts = NodeOptions::new(
+            StoreChoice::Sqlite(dir.path().into()),
+            "127.0.0.1:0".parse().unwrap(),
+            "token".into(),
+        );
+        opts.functions = FunctionSet::parse("datastore").unwrap();
+        let node = Node::start(opts).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.tasks.iter().all(|t| t.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "the datastore consumer still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stored = store
+            .query_events(&EventQuery {
+                keptn_context: Some("c".into()),
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.events, [queued], "stored before it stopped");
+        let left = older
+            .receive(keelson_datastore::CONSUMER, 10)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "acknowledged: {left:?}");
+        node.stop().await;
     }
 }

@@ -384,6 +384,11 @@ pub trait Queue: Send + Sync + Clone + 'static {
         receipt: u64,
         reason: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The consumer whose events this queue writes to the datastore itself
+    /// as they are published (nothing new is queued for it), if any.
+    fn stores_events_for(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A consumer's subscription: NATS-style subject patterns (`*` = one part, `>` = the rest).

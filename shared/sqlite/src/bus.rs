@@ -122,6 +122,10 @@ impl EventBus for SqliteBus {
 }
 
 impl Queue for SqliteBus {
+    fn stores_events_for(&self) -> Option<&str> {
+        self.stores_for.as_deref()
+    }
+
     async fn receive(&self, consumer: &str, max: usize) -> StoreResult<Vec<Delivery>> {
         if max == 0 {
             return Ok(Vec::new());
@@ -200,8 +204,9 @@ impl Queue for SqliteBus {
     }
 
     async fn dead_letter(&self, consumer: &str, receipt: u64, reason: &str) -> StoreResult<()> {
+        let (consumer, reason) = (consumer.to_string(), reason.to_string());
         self.store
-            .write_async(|tx| {
+            .write_grouped(move |tx| {
                 let moved = tx
                     .prepare_cached(
                         "INSERT INTO dead_letters (seq, consumer, json, reason) \

@@ -340,8 +340,10 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
-        self.write_async(|tx| delete_events(tx, "time < ?1", Value::Integer(before.millis())))
-            .await
+        self.write_grouped(move |tx| {
+            delete_events(tx, "time < ?1", Value::Integer(before.millis()))
+        })
+        .await
     }
 }
 

@@ -3,12 +3,11 @@
 //!
 //! The file is opened in WAL mode with `synchronous=NORMAL`: a committed
 //! transaction survives a process crash or restart (a power loss may drop the
-//! last few). Writes go through one connection behind a mutex; queries use a
-//! small pool of other connections, which WAL lets read while a write is in
-//! progress. The port methods do their (short) blocking SQLite work inline,
-//! except the frequent writes (bus publishes and acknowledgements, event
-//! inserts, lane commits, applied records): a writer thread commits those of
-//! all concurrent callers in one transaction, each under its own savepoint.
+//! last few). Every write goes to one writer thread, which commits the writes
+//! of all concurrent callers in one transaction, each under its own savepoint
+//! (group commit). Queries use a small pool of other connections, which WAL
+//! lets read while a write is in progress; they do their (short) blocking
+//! SQLite work inline.
 //!
 //! [`SqliteStore::bus`] gives the [`SqliteBus`] that shares the store's file.
 
@@ -67,11 +66,9 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     writer: Mutex<Connection>,
-    /// Async callers queue here for the writer (or the only connection):
-    /// waiting on the mutex itself would block a runtime thread, and with
-    /// two cores that left one thread asleep behind every write.
-    write_turn: tokio::sync::Semaphore,
-    /// Async callers queue here for a query connection (one permit per connection).
+    /// Async callers queue here for a query connection (one permit per
+    /// connection; the writer's, for an in-memory database): waiting on a
+    /// connection's mutex would block a runtime thread.
     read_turn: tokio::sync::Semaphore,
     /// The query connections; none for an in-memory database, which one connection serves.
     readers: Vec<Mutex<Connection>>,
@@ -185,7 +182,6 @@ impl SqliteStore {
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
-                write_turn: tokio::sync::Semaphore::new(1),
                 read_turn: tokio::sync::Semaphore::new(readers.len().max(1)),
                 readers: readers.into_iter().map(Mutex::new).collect(),
                 delivered: Mutex::new(HashMap::new()),
@@ -209,30 +205,6 @@ impl SqliteStore {
             .entry(consumer.to_string())
             .or_default()
             .clone()
-    }
-
-    /// Runs `f` in an immediate write transaction, committed when `f` succeeds.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db()?;
-        let out = f(&tx)?;
-        tx.commit().db()?;
-        Ok(out)
-    }
-
-    /// [`Self::write`] for async callers: waits for its turn without
-    /// blocking the runtime thread.
-    async fn write_async<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let _turn = turn(&self.inner.write_turn).await?;
-        self.write(f)
     }
 
     /// A write that may share its transaction with other callers' (group
@@ -272,12 +244,7 @@ impl SqliteStore {
 
     /// A query connection's turn (the writer's, when it is the only one).
     async fn read_turn(&self) -> StoreResult<tokio::sync::SemaphorePermit<'_>> {
-        turn(if !self.inner.readers.is_empty() {
-            &self.inner.read_turn
-        } else {
-            &self.inner.write_turn
-        })
-        .await
+        turn(&self.inner.read_turn).await
     }
 
     /// Runs `f` in a read transaction (one snapshot) on a query connection:

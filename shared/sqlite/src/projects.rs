@@ -73,21 +73,23 @@ fn read_point(tx: &Transaction<'_>, project: &str, at: Option<&str>) -> StoreRes
 impl ProjectStore for SqliteStore {
     async fn create_project(&self, p: &Project, now: Timestamp) -> StoreResult<String> {
         let json = to_json(p)?;
-        self.write_async(|tx| {
-            if project_exists(tx, &p.name)? {
-                return Err(StoreError::AlreadyExists(format!("project {}", p.name)));
+        let name = p.name.clone();
+        let shipyard = p.shipyard.as_bytes().to_vec();
+        self.write_grouped(move |tx| {
+            if project_exists(tx, &name)? {
+                return Err(StoreError::AlreadyExists(format!("project {name}")));
             }
             tx.prepare_cached("INSERT INTO projects (name, version, json) VALUES (?1, 1, ?2)")
                 .db()?
-                .execute([&p.name, &json])
+                .execute([&name, &json])
                 .db()?;
             commit(
                 tx,
-                &p.name,
+                &name,
                 &Scope::project(),
                 &[Change {
                     uri: SHIPYARD_URI.into(),
-                    content: Some(p.shipyard.as_bytes().to_vec()),
+                    content: Some(shipyard),
                 }],
                 now,
             )
@@ -129,22 +131,23 @@ impl ProjectStore for SqliteStore {
 
     async fn update_project(&self, p: &Project, expected_version: u64) -> StoreResult<()> {
         let json = to_json(p)?;
-        self.write_async(|tx| {
+        let name = p.name.clone();
+        self.write_grouped(move |tx| {
             let version: Option<i64> = tx
                 .prepare_cached("SELECT version FROM projects WHERE name = ?1")
                 .db()?
-                .query_row([&p.name], |r| r.get(0))
+                .query_row([&name], |r| r.get(0))
                 .optional()
                 .db()?;
             match version {
-                None => Err(StoreError::NotFound(format!("project {}", p.name))),
+                None => Err(StoreError::NotFound(format!("project {name}"))),
                 Some(v) if v as u64 != expected_version => Err(StoreError::Conflict),
                 Some(v) => {
                     tx.prepare_cached(
                         "UPDATE projects SET version = ?2, json = ?3 WHERE name = ?1",
                     )
                     .db()?
-                    .execute(params![p.name, v + 1, json])
+                    .execute(params![name, v + 1, json])
                     .db()?;
                     Ok(())
                 }
@@ -154,8 +157,9 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn delete_project(&self, name: &str) -> StoreResult<bool> {
-        self.write_async(|tx| {
-            if !project_exists(tx, name)? {
+        let name = name.to_string();
+        self.write_grouped(move |tx| {
+            if !project_exists(tx, &name)? {
                 return Ok(false);
             }
             for sql in [
@@ -167,9 +171,9 @@ impl ProjectStore for SqliteStore {
                 "DELETE FROM open_triggers WHERE lane_project = ?1",
                 "DELETE FROM pauses WHERE project = ?1",
             ] {
-                tx.prepare_cached(sql).db()?.execute([name]).db()?;
+                tx.prepare_cached(sql).db()?.execute([&name]).db()?;
             }
-            delete_events(tx, "project = ?1", Value::Text(name.to_string()))?;
+            delete_events(tx, "project = ?1", Value::Text(name))?;
             Ok(true)
         })
         .await
@@ -184,11 +188,12 @@ impl ResourceStore for SqliteStore {
         changes: &[Change],
         now: Timestamp,
     ) -> StoreResult<String> {
-        self.write_async(|tx| {
-            if !project_exists(tx, project)? {
+        let (project, scope, changes) = (project.to_string(), scope.clone(), changes.to_vec());
+        self.write_grouped(move |tx| {
+            if !project_exists(tx, &project)? {
                 return Err(StoreError::NotFound(format!("project {project}")));
             }
-            commit(tx, project, scope, changes, now)
+            commit(tx, &project, &scope, &changes, now)
         })
         .await
     }
@@ -274,17 +279,18 @@ impl ResourceStore for SqliteStore {
 impl IntegrationStore for SqliteStore {
     async fn put_integration(&self, i: &Integration) -> StoreResult<bool> {
         let json = to_json(i)?;
-        self.write_async(|tx| {
+        let (id, name) = (i.id.clone(), i.name.clone());
+        self.write_grouped(move |tx| {
             let existed = tx
                 .prepare_cached("SELECT 1 FROM integrations WHERE id = ?1")
                 .db()?
-                .exists([&i.id])
+                .exists([&id])
                 .db()?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO integrations (id, name, json) VALUES (?1, ?2, ?3)",
             )
             .db()?
-            .execute([&i.id, &i.name, &json])
+            .execute([&id, &name, &json])
             .db()?;
             Ok(!existed)
         })
@@ -318,11 +324,12 @@ impl IntegrationStore for SqliteStore {
     }
 
     async fn delete_integration(&self, id: &str) -> StoreResult<bool> {
-        self.write_async(|tx| {
+        let id = id.to_string();
+        self.write_grouped(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM integrations WHERE id = ?1")
                 .db()?
-                .execute([id])
+                .execute([&id])
                 .db()?;
             Ok(n > 0)
         })

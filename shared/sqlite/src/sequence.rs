@@ -268,7 +268,7 @@ impl SequenceStore for SqliteStore {
     }
 
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
-        self.write_async(|tx| {
+        self.write_grouped(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM applied WHERE applied_at < ?1")
                 .db()?
@@ -364,23 +364,28 @@ impl SequenceStore for SqliteStore {
         stage: Option<&str>,
         paused: bool,
     ) -> StoreResult<()> {
-        let stage_key = stage.unwrap_or_default();
-        self.write_async(|tx| {
+        let stage_key = stage.unwrap_or_default().to_string();
+        let (project, keptn_context, stage) = (
+            project.to_string(),
+            keptn_context.to_string(),
+            stage.is_some(),
+        );
+        self.write_grouped(move |tx| {
             let sql = match (paused, stage) {
                 (true, _) => {
                     "INSERT OR IGNORE INTO pauses (project, keptn_context, stage) VALUES (?1, ?2, ?3)"
                 }
-                (false, Some(_)) => {
+                (false, true) => {
                     "DELETE FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND stage = ?3"
                 }
                 // Resuming a whole context resumes its stages too.
-                (false, None) => {
+                (false, false) => {
                     "DELETE FROM pauses WHERE project = ?1 AND keptn_context = ?2 AND ?3 = ''"
                 }
             };
             tx.prepare_cached(sql)
                 .db()?
-                .execute([project, keptn_context, stage_key])
+                .execute([&project, &keptn_context, &stage_key])
                 .db()?;
             Ok(())
         }).await
