@@ -410,6 +410,11 @@ fn configure(conn: &Connection) -> StoreResult<()> {
         true,
     )
     .db()?;
+    // Savepoint journals (each grouped write runs under one) and temporary
+    // tables in memory: on disk every page a write touched was first copied
+    // to a temp file with its own pwrite calls, a quarter of the writer
+    // thread's time (BENCHMARKS.md, quality gates).
+    conn.pragma_update(None, "temp_store", "MEMORY").db()?;
     // No memory map (SQLite's default): a reader drops its mapping whenever
     // another connection has committed, i.e. before nearly every read, and
     // the munmap with its TLB shootdowns plus the page faults that follow
