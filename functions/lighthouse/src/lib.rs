@@ -17,7 +17,7 @@ use keelson_core::event::{task_type, KeptnEvent};
 use keelson_core::lighthouse::{self as decide, SloAtTrigger};
 use keelson_core::ports::{
     Clock, EventBus, EventStore, OpenTriggerFilter, ProjectStore, ResourceStore, SequenceStore,
-    StoreError, Subscription,
+    StoreError, Subscription, TypeHit,
 };
 use keelson_core::query::{EventQuery, FilterTerm, TypeQuery, MAX_PAGE_SIZE};
 use keelson_core::resource::{Change, Scope};
@@ -94,10 +94,17 @@ pub struct Lighthouse<S, B, C> {
     /// Parsed SLO files by their text: parsing YAML is most of an
     /// evaluation's CPU, and a service's slo.yaml rarely changes.
     slos: Mutex<HashMap<String, Arc<slo::Slo>>>,
+    /// Previous evaluations decoded, by event id (`None`: unreadable).
+    /// Stored events never change, and each is compared with by the next
+    /// few evaluations of its service: decoding the ~6 KB events again was
+    /// the largest cost of an evaluation.
+    previous: Mutex<HashMap<String, Option<Arc<slo::PreviousEvaluation>>>>,
 }
 
 /// Distinct SLO texts kept parsed (the cache starts over when it is full).
 const SLO_CACHE: usize = 256;
+/// Previous evaluations kept decoded (the cache starts over when it is full).
+const PREVIOUS_CACHE: usize = 4096;
 
 impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, C: Clock>
     Lighthouse<S, B, C>
@@ -110,7 +117,17 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             clock,
             cfg,
             slos: Mutex::new(HashMap::new()),
+            previous: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps a decoded previous evaluation.
+    fn remember(&self, id: String, p: Option<Arc<slo::PreviousEvaluation>>) {
+        let mut cache = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PREVIOUS_CACHE {
+            cache.clear();
+        }
+        cache.insert(id, p);
     }
 
     /// `slo::parse`, cached by text.
@@ -303,6 +320,9 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
         };
         let data = slo::evaluation_finished_data(&ev.data, input, &previous);
         let finished = decide::evaluation_finished(trigger, data, ev.gitcommitid.clone(), now);
+        // Not remembered from memory: the next evaluations compare with it
+        // as decoded from the store, whose float parsing may differ from
+        // the value in memory in the last bit.
         self.publish(vec![finished]).await
     }
 
@@ -336,25 +356,53 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             ));
         }
         let own = keelson_core::ids::derive(&trigger.id, "evaluation.finished");
-        let events = self
+        // What the cache holds is taken out as the store asks, so that a
+        // cache starting over meanwhile loses nothing.
+        let taken: Mutex<HashMap<String, Option<Arc<slo::PreviousEvaluation>>>> =
+            Mutex::new(HashMap::new());
+        let known = |id: &str| {
+            let cache = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(id) {
+                Some(p) => {
+                    let mut taken = taken.lock().unwrap_or_else(|e| e.into_inner());
+                    taken.insert(id.to_string(), p.clone());
+                    true
+                }
+                None => false,
+            }
+        };
+        let hits = self
             .store
-            .query_by_type(&TypeQuery {
-                ty: task_type("evaluation", "finished"),
-                filter,
-                exclude_invalidated: true,
-                from_time: None,
-                limit: (c.limit() + 1).clamp(1, MAX_PAGE_SIZE),
-            })
+            .query_by_type_skipping(
+                &TypeQuery {
+                    ty: task_type("evaluation", "finished"),
+                    filter,
+                    exclude_invalidated: true,
+                    from_time: None,
+                    limit: (c.limit() + 1).clamp(1, MAX_PAGE_SIZE),
+                },
+                &known,
+            )
             .await?;
+        let mut taken = taken.into_inner().unwrap_or_else(|e| e.into_inner());
         // One unreadable stored event must not drop every comparison: skip it (as Keptn did).
-        let previous = events
+        let previous = hits
             .into_iter()
-            .filter(|e| e.id != own)
-            .filter_map(|e| {
-                slo::PreviousEvaluation::from_value(&e.data)
-                    .ok()
-                    .map(|p| slo::PreviousEvaluation { id: e.id, ..p })
+            .filter_map(|hit| match hit {
+                TypeHit::Known(id) => taken.remove(&id).flatten(),
+                TypeHit::Event(e) => {
+                    let decoded = slo::PreviousEvaluation::from_value(&e.data).ok().map(|p| {
+                        Arc::new(slo::PreviousEvaluation {
+                            id: e.id.clone(),
+                            ..p
+                        })
+                    });
+                    self.remember(e.id, decoded.clone());
+                    decoded
+                }
             })
+            .filter(|p| p.id != own)
+            .map(|p| (*p).clone())
             .collect();
         Ok(slo::select_previous(c, previous))
     }

@@ -759,6 +759,32 @@ async fn invalidated_evaluations_are_never_compared_with() {
     }
 }
 
+/// The lighthouse keeps the previous evaluations it decoded; one invalidated
+/// after it was compared with is still left out of the next comparison, and
+/// the others are compared with as before.
+#[tokio::test]
+async fn an_evaluation_invalidated_after_it_was_compared_with_is_left_out_of_the_next() {
+    let w = World::new(Some("prometheus")).await;
+    let commit = w
+        .write_slo(&relative_slo("several_results", "all", 3))
+        .await;
+    let history = store_history(&w).await;
+    let first = w
+        .evaluate(&evaluation_triggered("eval-1", Some(&commit)), rt(320.0))
+        .await;
+    assert_eq!(compared_events(&first), ["a", "b", "c"]);
+    let b = history.iter().find(|e| e.id == "b").unwrap();
+    w.store(&[invalidated(b)]).await;
+    let second = w
+        .evaluate(&evaluation_triggered("eval-2", Some(&commit)), rt(320.0))
+        .await;
+    assert_eq!(compared_events(&second), ["a", "c", "d"]);
+    assert_eq!(
+        first_indicator(&second)["value"]["comparedValue"].as_f64(),
+        Some(700.0 / 3.0)
+    );
+}
+
 #[tokio::test]
 async fn evaluations_of_other_projects_stages_and_services_are_never_compared_with() {
     let w = World::new(Some("prometheus")).await;

@@ -163,8 +163,39 @@ pub trait EventStore: Send + Sync {
         &self,
         q: &TypeQuery,
     ) -> impl Future<Output = StoreResult<Vec<KeptnEvent>>> + Send;
+    /// [`Self::query_by_type`] for callers that keep what they decoded of
+    /// (immutable) events: an event whose id `known` accepts comes back as
+    /// its id only, so the store need not read or decode it.
+    fn query_by_type_skipping(
+        &self,
+        q: &TypeQuery,
+        known: &(dyn Fn(&str) -> bool + Sync),
+    ) -> impl Future<Output = StoreResult<Vec<TypeHit>>> + Send {
+        async move {
+            let events = self.query_by_type(q).await?;
+            Ok(events
+                .into_iter()
+                .map(|e| {
+                    if known(&e.id) {
+                        TypeHit::Known(e.id)
+                    } else {
+                        TypeHit::Event(e)
+                    }
+                })
+                .collect())
+        }
+    }
     /// Deletes events older than `before` (retention). Returns how many.
     fn purge_events(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+/// An event of [`EventStore::query_by_type_skipping`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypeHit {
+    /// An event the caller knew: its id.
+    Known(String),
+    /// An event the caller did not know.
+    Event(KeptnEvent),
 }
 
 /// Projects.

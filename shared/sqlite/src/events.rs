@@ -2,7 +2,7 @@
 
 use crate::{from_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
-use keelson_core::ports::{EventStore, StoreResult};
+use keelson_core::ports::{EventStore, StoreResult, TypeHit};
 use keelson_core::query::{EventPage, EventQuery, TypeQuery};
 use keelson_core::timestamp::Timestamp;
 use rusqlite::types::Value;
@@ -112,6 +112,21 @@ fn filter_term(w: &mut Where, key: &str, values: &[String], context_indexed: boo
         w.push(format!("{col} IN ({placeholders})"), vals);
         return;
     }
+    if key == "data.result" {
+        // The column holds string results; other values, and rows stored
+        // before it existed, are compared as read from the JSON.
+        let mut args: Vec<Value> = vals.clone().collect();
+        args.extend(json_field_args(r#"$."data"."result""#));
+        args.extend(vals);
+        w.push(
+            format!(
+                "(result IN ({placeholders}) OR (result IS NULL AND {} IN ({placeholders})))",
+                JSON_FIELD_TEXT
+            ),
+            args,
+        );
+        return;
+    }
     let path = match key {
         "gitcommitid" => json_path(["gitcommitid"]),
         k => k
@@ -122,15 +137,21 @@ fn filter_term(w: &mut Where, key: &str, values: &[String], context_indexed: boo
         w.push("0", []);
         return;
     };
-    let p = || text(&path);
     w.push(
-        format!(
-            "(CASE json_type(json, ?) WHEN 'text' THEN json_extract(json, ?) \
-             WHEN 'integer' THEN json -> ? WHEN 'real' THEN json -> ? \
-             WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END) IN ({placeholders})"
-        ),
-        [p(), p(), p(), p()].into_iter().chain(vals),
+        format!("{JSON_FIELD_TEXT} IN ({placeholders})"),
+        json_field_args(&path).into_iter().chain(vals),
     );
+}
+
+/// A JSON field as the text a filter compares with (strings as they are,
+/// numbers and booleans as written, anything else NULL); its four
+/// parameters are the field's path ([`json_field_args`]).
+const JSON_FIELD_TEXT: &str = "(CASE json_type(json, ?) WHEN 'text' THEN json_extract(json, ?) \
+     WHEN 'integer' THEN json -> ? WHEN 'real' THEN json -> ? \
+     WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END)";
+
+fn json_field_args(path: &str) -> [Value; 4] {
+    [text(path), text(path), text(path), text(path)]
 }
 
 fn type_filter(q: &TypeQuery) -> Where {
@@ -140,6 +161,7 @@ fn type_filter(q: &TypeQuery) -> Where {
         if by_context { "+type = ?" } else { "type = ?" },
         [text(&q.ty)],
     );
+
     if let Some(t) = q.from_time {
         w.push("time > ?", [Value::Integer(t.millis())]);
     }
@@ -162,8 +184,12 @@ fn page_sql(cond: &str) -> String {
     format!("SELECT json FROM events WHERE {cond} ORDER BY time DESC, seq DESC LIMIT ? OFFSET ?")
 }
 
-fn type_sql(cond: &str) -> String {
-    format!("SELECT json FROM events WHERE {cond} ORDER BY time DESC, seq DESC LIMIT ?")
+/// The type query `w`, newest first, selecting `columns`.
+fn type_sql(w: &Where, columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM events WHERE {} ORDER BY time DESC, seq DESC LIMIT ?",
+        w.sql()
+    )
 }
 
 fn events_of(tx: &Transaction<'_>, sql: &str, args: Vec<Value>) -> StoreResult<Vec<KeptnEvent>> {
@@ -218,6 +244,8 @@ pub(crate) struct EventRow {
     pub(crate) context: String,
     pub(crate) triggeredid: Option<String>,
     pub(crate) source: String,
+    /// `data.result` when it is a string.
+    pub(crate) result: Option<String>,
     pub(crate) json: String,
 }
 
@@ -238,6 +266,11 @@ impl EventRow {
             context: ev.shkeptncontext.clone(),
             triggeredid: ev.triggeredid.clone(),
             source: ev.source.clone(),
+            result: ev
+                .data
+                .get("result")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
             json,
         }
     }
@@ -257,8 +290,8 @@ pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResul
     let mut insert = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO events (id, time, type, project, stage, service, \
-                 shkeptncontext, triggeredid, source, is_root, json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 shkeptncontext, triggeredid, source, is_root, json, result) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .db()?;
     let mut unroot = tx
@@ -284,6 +317,7 @@ pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResul
                 ev.source,
                 is_root,
                 ev.json,
+                ev.result,
             ])
             .db()?;
         if n == 0 {
@@ -333,10 +367,46 @@ impl EventStore for SqliteStore {
     async fn query_by_type(&self, q: &TypeQuery) -> StoreResult<Vec<KeptnEvent>> {
         let w = type_filter(q);
         let limit = q.effective_limit();
-        let sql = type_sql(&w.sql());
+        let sql = type_sql(&w, "json");
         let mut args = w.args;
         args.push(int(limit));
         self.read_async(|tx| events_of(tx, &sql, args)).await
+    }
+
+    /// The ids from the index first, then (in the same snapshot) the JSON
+    /// of the events the caller does not know, each by its id.
+    async fn query_by_type_skipping(
+        &self,
+        q: &TypeQuery,
+        known: &(dyn Fn(&str) -> bool + Sync),
+    ) -> StoreResult<Vec<TypeHit>> {
+        let w = type_filter(q);
+        let sql = type_sql(&w, "id");
+        let mut args = w.args;
+        args.push(int(q.effective_limit()));
+        self.read_async(|tx| {
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(&sql).db()?;
+                let rows = stmt
+                    .query_map(params_from_iter(args), |r| r.get::<_, String>(0))
+                    .db()?;
+                rows.collect::<Result<_, _>>().db()?
+            };
+            let mut by_id = tx
+                .prepare_cached("SELECT json FROM events WHERE id = ?1")
+                .db()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if known(&id) {
+                    out.push(TypeHit::Known(id));
+                    continue;
+                }
+                let json: String = by_id.query_row([&id], |r| r.get(0)).db()?;
+                out.push(TypeHit::Event(from_json(&json)?));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
@@ -429,7 +499,7 @@ mod tests {
             from_time: None,
             limit: 20,
         });
-        let p = plan(&type_sql(&w.sql()), w.args.len() + 1);
+        let p = plan(&type_sql(&w, "json"), w.args.len() + 1);
         assert!(
             p.contains("events_context") && p.contains("events_triggeredid"),
             "{p}"
@@ -446,7 +516,7 @@ mod tests {
             from_time: None,
             limit: 4,
         });
-        let p = plan(&type_sql(&w.sql()), w.args.len() + 1);
+        let p = plan(&type_sql(&w, "json"), w.args.len() + 1);
         assert!(
             p.contains("events_type_scope") && !p.contains("TEMP B-TREE"),
             "{p}"

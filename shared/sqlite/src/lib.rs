@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 /// Version of the schema this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = include_str!("schema.sql");
 /// Version 2: an index for type queries scoped to one service (the
@@ -38,6 +38,15 @@ const SCHEMA_V1: &str = include_str!("schema.sql");
 /// the type in the project, newest first, reading each one's row.
 const SCHEMA_V2: &str =
     "CREATE INDEX events_type_scope ON events (type, project, stage, service, time);";
+/// Version 3: `data.result` in a column when it is a string (NULL for other
+/// values and for rows stored before, which the filter reads from the JSON),
+/// and in the scoped type index, so the lighthouse's previous evaluations
+/// are selected from the index without parsing each candidate's JSON. The
+/// index names `seq` before `result` so that it still gives the newest-first
+/// order (`time, seq`) without a sort.
+const SCHEMA_V3: &str = "ALTER TABLE events ADD COLUMN result TEXT; \
+     DROP INDEX events_type_scope; \
+     CREATE INDEX events_type_scope ON events (type, project, stage, service, time, seq, result);";
 /// How long a connection waits for a lock another holds before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the checkpointer's RESTART waits for readers (holding writers
@@ -439,7 +448,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if version < 2 {
         tx.execute_batch(SCHEMA_V2).db()?;
     }
-    // Later versions add their steps here: `if version < 3 { ... }`.
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3).db()?;
+    }
+    // Later versions add their steps here: `if version < 4 { ... }`.
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()

@@ -5,10 +5,10 @@ use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{
     EventBus, EventStore, ExecutionFilter, Integration, IntegrationStore, LaneCommit,
     OpenTriggerFilter, ProjectStore, Queue, ResourceStore, SequenceStore, StoreError, Subscription,
-    Versioned,
+    TypeHit, Versioned,
 };
 use keelson_core::project::Project;
-use keelson_core::query::EventQuery;
+use keelson_core::query::{EventQuery, TypeQuery};
 use keelson_core::resource::{Change, Scope, SHIPYARD_URI};
 use keelson_core::sequence::{self, Config, Input, LaneKey, LaneState, TriggerSpec};
 use keelson_core::shipyard::Task;
@@ -514,39 +514,92 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     assert_eq!(total, n as usize, "every event is stored");
 }
 
-/// A version-1 file (before the scoped type index) is migrated in place on
-/// opening, keeping its events.
+/// A version-1 file (before the scoped type index and the `result` column)
+/// is migrated in place on opening, keeping its events; a `data.result`
+/// filter finds both the rows stored before (read from their JSON) and the
+/// new ones (from the column), and compares non-string results as text.
 #[tokio::test]
 async fn a_version_1_file_is_migrated_keeping_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&db(&dir));
-    s.insert_events(&[ev("e1", "sh.keptn.event.evaluation.finished", "c1", 1)])
-        .await
-        .unwrap();
-    drop(s);
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.execute_batch("DROP INDEX events_type_scope; PRAGMA user_version = 1;")
+    conn.execute_batch(include_str!("../src/schema.sql"))
         .unwrap();
+    let stored_before = |id: &str, result: serde_json::Value, ms: i64| {
+        let mut e = ev(id, "sh.keptn.event.evaluation.finished", "c1", ms);
+        e.data["result"] = result;
+        conn.execute(
+            "INSERT INTO events (id, time, type, project, stage, service, shkeptncontext, \
+             source, is_root, json) VALUES (?1, ?2, ?3, 'p', 'dev', 'carts', 'c1', 'test', 0, ?4)",
+            rusqlite::params![e.id, ms, e.ty, e.to_json()],
+        )
+        .unwrap();
+    };
+    stored_before("old-pass", json!("pass"), 1);
+    stored_before("old-number", json!(3), 2);
+    conn.pragma_update(None, "user_version", 1).unwrap();
     drop(conn);
 
     let s = open(&db(&dir));
     let page = s.query_events(&EventQuery::default()).await.unwrap();
-    assert_eq!(page.events.len(), 1);
-    assert_eq!(page.events[0].id, "e1");
+    assert_eq!(page.events.len(), 2, "the events are kept");
+    let mut new = ev("new-fail", "sh.keptn.event.evaluation.finished", "c1", 3);
+    new.data["result"] = json!("fail");
+    let mut new_pass = ev("new-pass", "sh.keptn.event.evaluation.finished", "c1", 4);
+    new_pass.data["result"] = json!("pass");
+    s.insert_events(&[new, new_pass]).await.unwrap();
+    let with_result = |results: &'static str| {
+        let s = s.clone();
+        async move {
+            let q = TypeQuery {
+                ty: "sh.keptn.event.evaluation.finished".into(),
+                filter: keelson_core::query::parse_filter(&format!(
+                    "data.project:p AND data.stage:dev AND data.service:carts AND data.result:{results}"
+                ))
+                .unwrap(),
+                exclude_invalidated: true,
+                from_time: None,
+                limit: 10,
+            };
+            let events = s.query_by_type(&q).await.unwrap();
+            // The events a caller knew come back as their ids, in the same order.
+            let known = |id: &str| id.starts_with("old-");
+            let hits = s.query_by_type_skipping(&q, &known).await.unwrap();
+            let expected: Vec<TypeHit> = events
+                .iter()
+                .map(|e| match e.id.starts_with("old-") {
+                    true => TypeHit::Known(e.id.clone()),
+                    false => TypeHit::Event(e.clone()),
+                })
+                .collect();
+            assert_eq!(hits, expected);
+            events.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(with_result("pass").await, ["new-pass", "old-pass"]);
+    assert_eq!(
+        with_result("pass,fail").await,
+        ["new-pass", "new-fail", "old-pass"]
+    );
+    assert_eq!(with_result("3").await, ["old-number"]);
+    assert!(with_result("warning").await.is_empty());
     drop(s);
+
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
-    let indexed: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_type_scope'",
-            [],
-            |r| r.get(0),
-        )
+    assert_eq!(version, SCHEMA_VERSION);
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_index_info('events_type_scope') ORDER BY seqno")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(indexed, 1);
+    assert_eq!(
+        columns,
+        ["type", "project", "stage", "service", "time", "seq", "result"]
+    );
 }
 
 /// A bus storing events for the datastore writes them in the publishing
