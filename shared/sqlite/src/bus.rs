@@ -1,6 +1,6 @@
 //! The durable local bus: one queue per consumer in the store's database.
 
-use crate::events::{insert_rows, EventRow};
+use crate::events::{insert_rows_at, EventRow};
 use crate::{from_json, Db, SqliteStore};
 use keelson_core::event::KeptnEvent;
 use keelson_core::ports::{Delivery, EventBus, Queue, StoreError, StoreResult, Subscription};
@@ -89,15 +89,31 @@ impl SqliteBus {
 
 impl EventBus for SqliteBus {
     async fn publish(&self, events: &[KeptnEvent]) -> StoreResult<()> {
-        let mut rows: Vec<(String, String)> = Vec::new();
+        // What a queue row carries: the event's JSON, or (for an event this
+        // publish stores for the datastore) the stored row it names.
+        enum Payload {
+            Json(Arc<str>),
+            Stored(usize),
+        }
+        let mut rows: Vec<(String, Payload)> = Vec::new();
         let mut stored: Vec<EventRow> = Vec::new();
         for ev in events {
             let json = ev.to_json();
-            for s in self.consumers.iter().filter(|s| s.matches(&ev.ty)) {
-                if self.stores_for.as_deref() == Some(s.consumer.as_str()) {
-                    stored.push(EventRow::with_json(ev, json.clone()));
-                } else {
-                    rows.push((s.consumer.clone(), json.clone()));
+            let subscribers = self.consumers.iter().filter(|s| s.matches(&ev.ty));
+            let stores = self.stores_for.as_deref();
+            if subscribers
+                .clone()
+                .any(|s| Some(s.consumer.as_str()) == stores)
+            {
+                let at = stored.len();
+                for s in subscribers.filter(|s| Some(s.consumer.as_str()) != stores) {
+                    rows.push((s.consumer.clone(), Payload::Stored(at)));
+                }
+                stored.push(EventRow::with_json(ev, json));
+            } else {
+                let json: Arc<str> = json.into();
+                for s in subscribers {
+                    rows.push((s.consumer.clone(), Payload::Json(json.clone())));
                 }
             }
         }
@@ -108,13 +124,19 @@ impl EventBus for SqliteBus {
         // one commit carries many API requests' events.
         self.store
             .write_grouped(move |tx| {
+                let (_, seqs) = insert_rows_at(tx, &stored)?;
                 let mut insert = tx
-                    .prepare_cached("INSERT INTO queue (consumer, json) VALUES (?1, ?2)")
+                    .prepare_cached("INSERT INTO queue (consumer, json, event) VALUES (?1, ?2, ?3)")
                     .db()?;
-                for (consumer, json) in &rows {
-                    insert.execute([consumer.as_str(), json.as_str()]).db()?;
+                for (consumer, payload) in &rows {
+                    match payload {
+                        Payload::Json(json) => {
+                            insert.execute(params![consumer, &**json, None::<i64>])
+                        }
+                        Payload::Stored(i) => insert.execute(params![consumer, "", seqs[*i]]),
+                    }
+                    .db()?;
                 }
-                insert_rows(tx, &stored)?;
                 Ok(())
             })
             .await
@@ -134,14 +156,16 @@ impl Queue for SqliteBus {
         // delivery; taken before the connection's turn, and the turn ends with
         // the block: dead-lettering below needs the writer, which is the same
         // connection for an in-memory database.
-        let rows: Vec<(i64, String)> = {
+        let rows: Vec<(i64, Option<String>)> = {
             let position = self.store.delivered(consumer);
             let mut after = position.lock().await;
             let _turn = self.store.read_turn().await?;
-            let rows: Vec<(i64, String)> = self.store.read(|tx| {
+            let rows: Vec<(i64, Option<String>)> = self.store.read(|tx| {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT seq, json FROM queue WHERE consumer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                        "SELECT q.seq, CASE WHEN q.event IS NULL THEN q.json ELSE e.json END \
+                         FROM queue q LEFT JOIN events e ON e.seq = q.event \
+                         WHERE q.consumer = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
                     )
                     .db()?;
                 let rows = stmt
@@ -159,6 +183,12 @@ impl Queue for SqliteBus {
         };
         let mut out = Vec::with_capacity(rows.len());
         for (seq, json) in rows {
+            // The stored event the row named is gone (its project was
+            // deleted meanwhile): there is nothing left to deliver.
+            let Some(json) = json else {
+                self.ack(consumer, &[seq as u64]).await?;
+                continue;
+            };
             match from_json(&json) {
                 Ok(event) => out.push(Delivery {
                     receipt: seq as u64,
@@ -210,7 +240,9 @@ impl Queue for SqliteBus {
                 let moved = tx
                     .prepare_cached(
                         "INSERT INTO dead_letters (seq, consumer, json, reason) \
-                     SELECT seq, consumer, json, ?3 FROM queue WHERE consumer = ?1 AND seq = ?2",
+                     SELECT seq, consumer, \
+                     COALESCE((SELECT e.json FROM events e WHERE e.seq = queue.event), json), ?3 \
+                     FROM queue WHERE consumer = ?1 AND seq = ?2",
                     )
                     .db()?
                     .execute(params![consumer, receipt as i64, reason])

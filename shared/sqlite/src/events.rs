@@ -279,8 +279,17 @@ impl EventRow {
 /// Stores events (a repeated id is ignored) and keeps each context's root
 /// marked; returns how many were new.
 pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResult<usize> {
+    Ok(insert_rows_at(tx, rows)?.0)
+}
+
+/// [`insert_rows`], also giving each row's `seq` (the stored one for an id
+/// stored before).
+pub(crate) fn insert_rows_at(
+    tx: &Transaction<'_>,
+    rows: &[EventRow],
+) -> StoreResult<(usize, Vec<i64>)> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let mut root_of = tx
         .prepare_cached(
@@ -298,6 +307,7 @@ pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResul
         .prepare_cached("UPDATE events SET is_root = 0 WHERE seq = ?1")
         .db()?;
     let mut added = 0;
+    let mut seqs = Vec::with_capacity(rows.len());
     for ev in rows {
         let root: Option<(i64, i64)> = root_of
             .query_row([&ev.context], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -321,14 +331,21 @@ pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResul
             ])
             .db()?;
         if n == 0 {
+            let seq = tx
+                .prepare_cached("SELECT seq FROM events WHERE id = ?1")
+                .db()?
+                .query_row([&ev.id], |r| r.get(0))
+                .db()?;
+            seqs.push(seq);
             continue;
         }
+        seqs.push(tx.last_insert_rowid());
         added += 1;
         if let (true, Some((old, _))) = (is_root, root) {
             unroot.execute([old]).db()?;
         }
     }
-    Ok(added)
+    Ok((added, seqs))
 }
 
 impl EventStore for SqliteStore {
@@ -410,8 +427,14 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
+        // Events still queued for a consumer (the local bus's queue rows
+        // name them instead of copying them) stay until delivered.
         self.write_grouped(move |tx| {
-            delete_events(tx, "time < ?1", Value::Integer(before.millis()))
+            delete_events(
+                tx,
+                "time < ?1 AND seq NOT IN (SELECT event FROM queue WHERE event IS NOT NULL)",
+                Value::Integer(before.millis()),
+            )
         })
         .await
     }

@@ -43,8 +43,10 @@ const SCHEMA_V2: &str =
 /// and in the scoped type index, so the lighthouse's previous evaluations
 /// are selected from the index without parsing each candidate's JSON. The
 /// index names `seq` before `result` so that it still gives the newest-first
-/// order (`time, seq`) without a sort.
+/// order (`time, seq`) without a sort. And `queue.event`: the stored event
+/// (its `seq`) a queue row delivers, instead of a copy of its JSON.
 const SCHEMA_V3: &str = "ALTER TABLE events ADD COLUMN result TEXT; \
+     ALTER TABLE queue ADD COLUMN event INTEGER; \
      DROP INDEX events_type_scope; \
      CREATE INDEX events_type_scope ON events (type, project, stage, service, time, seq, result);";
 /// How long a connection waits for a lock another holds before giving up.
@@ -88,6 +90,8 @@ struct Inner {
     delivered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
     /// The writer thread's queue of grouped writes ([`SqliteStore::write_grouped`]).
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Projects decoded, by name ([`projects::Decoded`]).
+    projects: Mutex<HashMap<String, projects::Decoded>>,
 }
 
 /// A write that the writer thread runs inside a shared transaction.
@@ -195,6 +199,7 @@ impl SqliteStore {
                 readers: readers.into_iter().map(Mutex::new).collect(),
                 delivered: Mutex::new(HashMap::new()),
                 jobs,
+                projects: Mutex::new(HashMap::new()),
             }),
         };
         spawn_writer(Arc::downgrade(&store.inner), queue)?;

@@ -1,7 +1,7 @@
 //! Projects, resources and integrations.
 
 use crate::events::delete_events;
-use crate::{from_json, to_json, Db, SqliteStore};
+use crate::{from_json, lock, to_json, Db, SqliteStore};
 use keelson_core::ports::{
     Integration, IntegrationStore, ProjectStore, ResourceStore, StoreError, StoreResult, Versioned,
 };
@@ -10,6 +10,20 @@ use keelson_core::resource::{Change, Resource, Scope, SHIPYARD_URI};
 use keelson_core::timestamp::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::sync::Arc;
+
+/// A project this process decoded, with what identifies its row's content:
+/// the version (every update raises it) and the id of the project's first
+/// commit (a project deleted and created again starts at version 1 anew).
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    version: i64,
+    created: String,
+    project: Arc<Project>,
+}
+
+/// Projects kept decoded per store (the cache starts over when it is full).
+const PROJECT_CACHE: usize = 256;
 
 fn project_exists(tx: &Transaction<'_>, name: &str) -> StoreResult<bool> {
     tx.prepare_cached("SELECT 1 FROM projects WHERE name = ?1")
@@ -98,22 +112,68 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn get_project(&self, name: &str) -> StoreResult<Option<Versioned<Project>>> {
-        let row: Option<(i64, String)> = self
+        // The row's version and creation identify its content: the JSON is
+        // read and decoded only when this process has not decoded that one.
+        enum Read {
+            Absent,
+            Same(Arc<Project>, i64),
+            New(Decoded, String),
+        }
+        let read = self
             .read_async(|tx| {
-                tx.prepare_cached("SELECT version, json FROM projects WHERE name = ?1")
+                let key: Option<(i64, Option<String>)> = tx
+                    .prepare_cached(
+                        "SELECT p.version, c.id FROM projects p \
+                         LEFT JOIN commits c ON c.project = p.name AND c.seq = 1 \
+                         WHERE p.name = ?1",
+                    )
                     .db()?
                     .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
-                    .db()
+                    .db()?;
+                let Some((version, created)) = key else {
+                    return Ok(Read::Absent);
+                };
+                let created = created.unwrap_or_default();
+                if let Some(d) = lock(&self.inner.projects).get(name) {
+                    if d.version == version && d.created == created {
+                        return Ok(Read::Same(d.project.clone(), version));
+                    }
+                }
+                let json: String = tx
+                    .prepare_cached("SELECT json FROM projects WHERE name = ?1")
+                    .db()?
+                    .query_row([name], |r| r.get(0))
+                    .db()?;
+                Ok(Read::New(
+                    Decoded {
+                        version,
+                        created,
+                        project: Arc::new(from_json(&json)?),
+                    },
+                    name.to_string(),
+                ))
             })
             .await?;
-        row.map(|(version, json)| {
-            Ok(Versioned {
+        Ok(match read {
+            Read::Absent => None,
+            Read::Same(project, version) => Some(Versioned {
                 version: version as u64,
-                value: from_json(&json)?,
-            })
+                value: (*project).clone(),
+            }),
+            Read::New(d, name) => {
+                let out = Versioned {
+                    version: d.version as u64,
+                    value: (*d.project).clone(),
+                };
+                let mut cache = lock(&self.inner.projects);
+                if cache.len() >= PROJECT_CACHE {
+                    cache.clear();
+                }
+                cache.insert(name, d);
+                Some(out)
+            }
         })
-        .transpose()
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
@@ -163,6 +223,8 @@ impl ProjectStore for SqliteStore {
                 return Ok(false);
             }
             for sql in [
+                // Deliveries of its events (queue rows name stored events).
+                "DELETE FROM queue WHERE event IN (SELECT seq FROM events WHERE project = ?1)",
                 "DELETE FROM projects WHERE name = ?1",
                 "DELETE FROM commits WHERE project = ?1",
                 "DELETE FROM resources WHERE project = ?1",

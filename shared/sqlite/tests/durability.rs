@@ -661,3 +661,141 @@ async fn a_bus_storing_events_for_the_datastore_stores_them_as_it_publishes() {
         "other consumers get every publish"
     );
 }
+
+/// A store keeps the projects it decoded; what another process (another
+/// store on the file) changes is still read: an update, and a project
+/// deleted and created again (whose version starts at 1 again).
+#[tokio::test]
+async fn projects_changed_by_another_process_are_read_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = open(&db(&dir));
+    let other = open(&db(&dir));
+    other.create_project(&project(), t(1)).await.unwrap();
+    let first = reader.get_project("p").await.unwrap().unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(reader.get_project("p").await.unwrap().unwrap(), first);
+
+    let mut updated = project();
+    updated.stages.push("prod".into());
+    other.update_project(&updated, 1).await.unwrap();
+    let read = reader.get_project("p").await.unwrap().unwrap();
+    assert_eq!((read.version, read.value), (2, updated));
+
+    assert!(other.delete_project("p").await.unwrap());
+    assert_eq!(reader.get_project("p").await.unwrap(), None);
+    let mut again = project();
+    again.stages = vec!["qa".into()];
+    other.create_project(&again, t(2)).await.unwrap();
+    let read = reader.get_project("p").await.unwrap().unwrap();
+    assert_eq!((read.version, read.value), (1, again.clone()));
+
+    // Deleted and created again with no read in between: same version, new content.
+    assert!(other.delete_project("p").await.unwrap());
+    let mut third = project();
+    third.stages = vec!["staging".into()];
+    other.create_project(&third, t(3)).await.unwrap();
+    let read = reader.get_project("p").await.unwrap().unwrap();
+    assert_eq!((read.version, read.value), (1, third));
+}
+
+/// The queue rows of an event the bus stores for the datastore name the
+/// stored event instead of carrying a copy: they deliver it whole, a dead
+/// letter gets its copy, retention keeps it until it is delivered, and the
+/// deletion of its project takes its deliveries with it.
+#[tokio::test]
+async fn queue_rows_of_stored_events_deliver_them_until_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    store.create_project(&project(), t(0)).await.unwrap();
+    let subs = vec![
+        Subscription::new("datastore", &["sh.keptn.event.>"]),
+        Subscription::new("shipyard", &["sh.keptn.event.>"]),
+        Subscription::new("lighthouse", &["sh.keptn.event.>"]),
+    ];
+    let bus = store.bus(subs).storing_events_for("datastore");
+    let mut e1 = ev("e1", "sh.keptn.event.test.finished", "c1", 1);
+    e1.data["payload"] = json!({"text": "x".repeat(5000)});
+    let e2 = ev("e2", "sh.keptn.event.test.finished", "c1", 2);
+    bus.publish(&[e1.clone(), e2.clone()]).await.unwrap();
+
+    let copies: i64 = rusqlite::Connection::open(db(&dir))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM queue WHERE json != '' OR event IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(copies, 0, "no queue row copies an event");
+    let delivered = bus.receive("shipyard", 10).await.unwrap();
+    let events: Vec<KeptnEvent> = delivered.iter().map(|d| d.event.clone()).collect();
+    assert_eq!(events, [e1.clone(), e2.clone()]);
+
+    // Retention keeps what is still queued.
+    assert_eq!(store.purge_events(t(100)).await.unwrap(), 0);
+    bus.dead_letter("shipyard", delivered[0].receipt, "poison")
+        .await
+        .unwrap();
+    bus.ack("shipyard", &[delivered[1].receipt]).await.unwrap();
+    let dead = bus.dead_letters("shipyard").unwrap();
+    assert_eq!(dead, [(e1.clone(), "poison".to_string())]);
+    assert_eq!(
+        store.purge_events(t(100)).await.unwrap(),
+        0,
+        "still queued for the lighthouse"
+    );
+    let to_lighthouse = bus.receive("lighthouse", 10).await.unwrap();
+    assert_eq!(to_lighthouse.len(), 2);
+    let receipts: Vec<u64> = to_lighthouse.iter().map(|d| d.receipt).collect();
+    bus.ack("lighthouse", &receipts).await.unwrap();
+    assert_eq!(
+        store.purge_events(t(100)).await.unwrap(),
+        2,
+        "delivered to all"
+    );
+    assert_eq!(
+        bus.dead_letters("shipyard").unwrap().len(),
+        1,
+        "the dead letter keeps its copy"
+    );
+
+    // A project's deletion takes the deliveries of its events.
+    let e3 = ev("e3", "sh.keptn.event.test.finished", "c2", 3);
+    bus.publish(&[e3]).await.unwrap();
+    assert_eq!(bus.pending("shipyard").unwrap(), 1);
+    assert!(store.delete_project("p").await.unwrap());
+    assert!(bus.receive("shipyard", 10).await.unwrap().is_empty());
+    assert_eq!(bus.pending("shipyard").unwrap(), 0);
+    assert_eq!(bus.pending("lighthouse").unwrap(), 0);
+}
+
+/// A queue row whose stored event is gone (deleted by hand, say) delivers
+/// nothing and leaves the queue; the rows around it are delivered.
+#[tokio::test]
+async fn a_queue_row_whose_event_is_gone_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    let subs = vec![
+        Subscription::new("datastore", &["sh.keptn.event.>"]),
+        Subscription::new("shipyard", &["sh.keptn.event.>"]),
+    ];
+    let bus = store.bus(subs).storing_events_for("datastore");
+    let events = [
+        ev("e1", "sh.keptn.event.test.finished", "c1", 1),
+        ev("e2", "sh.keptn.event.test.finished", "c1", 2),
+        ev("e3", "sh.keptn.event.test.finished", "c1", 3),
+    ];
+    bus.publish(&events).await.unwrap();
+    rusqlite::Connection::open(db(&dir))
+        .unwrap()
+        .execute("DELETE FROM events WHERE id = 'e2'", [])
+        .unwrap();
+    let delivered = bus.receive("shipyard", 10).await.unwrap();
+    let ids: Vec<&str> = delivered.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(ids, ["e1", "e3"]);
+    assert_eq!(
+        bus.pending("shipyard").unwrap(),
+        2,
+        "the empty row left the queue"
+    );
+}
