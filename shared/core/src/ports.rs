@@ -179,7 +179,7 @@ pub trait EventStore: Send + Sync {
                     if known(&e.id) {
                         TypeHit::Known(e.id)
                     } else {
-                        TypeHit::Event(e)
+                        TypeHit::Event(Box::new(e))
                     }
                 })
                 .collect())
@@ -195,7 +195,7 @@ pub enum TypeHit {
     /// An event the caller knew: its id.
     Known(String),
     /// An event the caller did not know.
-    Event(KeptnEvent),
+    Event(Box<KeptnEvent>),
 }
 
 /// Projects.

@@ -419,7 +419,7 @@ impl EventStore for SqliteStore {
                     continue;
                 }
                 let json: String = by_id.query_row([&id], |r| r.get(0)).db()?;
-                out.push(TypeHit::Event(from_json(&json)?));
+                out.push(TypeHit::Event(Box::new(from_json(&json)?)));
             }
             Ok(out)
         })

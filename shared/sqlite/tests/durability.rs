@@ -568,7 +568,7 @@ async fn a_version_1_file_is_migrated_keeping_its_data() {
                 .iter()
                 .map(|e| match e.id.starts_with("old-") {
                     true => TypeHit::Known(e.id.clone()),
-                    false => TypeHit::Event(e.clone()),
+                    false => TypeHit::Event(Box::new(e.clone())),
                 })
                 .collect();
             assert_eq!(hits, expected);
