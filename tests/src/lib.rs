@@ -120,11 +120,13 @@ impl TestNode {
         }
     }
 
-    /// Whether events reach each consumer in the order they were published
-    /// (local mode's queues; the AWS pollers take a queue's batch in order).
-    /// Knative's channel-based broker delivers every event on its own.
+    /// Whether events reach each consumer in the order they were published:
+    /// local mode's queues do. AWS mode does not (two pollers per queue take
+    /// batches concurrently, as Lambda's event source mapping does, and SQS
+    /// standard queues are unordered), nor does Knative's channel-based broker,
+    /// which delivers every event on its own.
     pub fn delivers_in_order(&self) -> bool {
-        self.knative.is_none()
+        self.knative.is_none() && self.aws.is_none()
     }
 
     /// Starts a node as described.
