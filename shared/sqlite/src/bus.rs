@@ -133,7 +133,13 @@ impl EventBus for SqliteBus {
                         Payload::Json(json) => {
                             insert.execute(params![consumer, &**json, None::<i64>])
                         }
-                        Payload::Stored(i) => insert.execute(params![consumer, "", seqs[*i]]),
+                        // An id stored before keeps its stored event, which
+                        // may differ from this one: the row carries a copy
+                        // of what was published.
+                        Payload::Stored(i) => match seqs[*i] {
+                            Some(seq) => insert.execute(params![consumer, "", seq]),
+                            None => insert.execute(params![consumer, stored[*i].json, None::<i64>]),
+                        },
                     }
                     .db()?;
                 }

@@ -282,12 +282,12 @@ pub(crate) fn insert_rows(tx: &Transaction<'_>, rows: &[EventRow]) -> StoreResul
     Ok(insert_rows_at(tx, rows)?.0)
 }
 
-/// [`insert_rows`], also giving each row's `seq` (the stored one for an id
-/// stored before).
+/// [`insert_rows`], also giving the `seq` of each row it stored (`None`
+/// for a row whose id was stored before, which is left as it was).
 pub(crate) fn insert_rows_at(
     tx: &Transaction<'_>,
     rows: &[EventRow],
-) -> StoreResult<(usize, Vec<i64>)> {
+) -> StoreResult<(usize, Vec<Option<i64>>)> {
     if rows.is_empty() {
         return Ok((0, Vec::new()));
     }
@@ -331,15 +331,10 @@ pub(crate) fn insert_rows_at(
             ])
             .db()?;
         if n == 0 {
-            let seq = tx
-                .prepare_cached("SELECT seq FROM events WHERE id = ?1")
-                .db()?
-                .query_row([&ev.id], |r| r.get(0))
-                .db()?;
-            seqs.push(seq);
+            seqs.push(None);
             continue;
         }
-        seqs.push(tx.last_insert_rowid());
+        seqs.push(Some(tx.last_insert_rowid()));
         added += 1;
         if let (true, Some((old, _))) = (is_root, root) {
             unroot.execute([old]).db()?;
@@ -429,7 +424,7 @@ impl EventStore for SqliteStore {
     async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
         // Events still queued for a consumer (the local bus's queue rows
         // name them instead of copying them) stay until delivered.
-        self.write_grouped(move |tx| {
+        self.write_alone(move |tx| {
             delete_events(
                 tx,
                 "time < ?1 AND seq NOT IN (SELECT event FROM queue WHERE event IS NOT NULL)",

@@ -101,12 +101,15 @@ trait Job: Send {
     /// Hands the outcome to the caller; `failed` is why the transaction did
     /// not commit, if it did not.
     fn finish(self: Box<Self>, failed: Option<&StoreError>);
+    /// Whether it runs in a transaction of its own ([`SqliteStore::write_alone`]).
+    fn alone(&self) -> bool;
 }
 
 struct Grouped<F, T> {
     write: Option<F>,
     out: Option<StoreResult<T>>,
     reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
+    alone: bool,
 }
 
 impl<F, T> Job for Grouped<F, T>
@@ -132,6 +135,10 @@ where
             (None, None) => Err(backend_msg("the write panicked".to_string())),
         };
         let _ = self.reply.send(out);
+    }
+
+    fn alone(&self) -> bool {
+        self.alone
     }
 }
 
@@ -231,11 +238,31 @@ impl SqliteStore {
         &self,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.write_on_writer(write, false).await
+    }
+
+    /// A write that may change many rows (purges, a project's deletion): the
+    /// writer thread runs it in a transaction of its own, without a
+    /// savepoint, whose journal (in memory) would hold a copy of every page
+    /// it changes.
+    async fn write_alone<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_on_writer(write, true).await
+    }
+
+    async fn write_on_writer<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        alone: bool,
+    ) -> StoreResult<T> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let job = Grouped {
             write: Some(write),
             out: None,
             reply,
+            alone,
         };
         self.inner
             .jobs
@@ -286,10 +313,23 @@ fn spawn_writer(store: Weak<Inner>, queue: mpsc::Receiver<Box<dyn Job>>) -> Stor
     std::thread::Builder::new()
         .name("keelson-sqlite-writer".into())
         .spawn(move || {
-            while let Ok(first) = queue.recv() {
+            // A job that must run alone, taken while collecting a group.
+            let mut next: Option<Box<dyn Job>> = None;
+            loop {
+                let first = match next.take() {
+                    Some(job) => job,
+                    None => match queue.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    },
+                };
                 let mut group = vec![first];
-                while group.len() < MAX_GROUP {
+                while group.len() < MAX_GROUP && !group[0].alone() {
                     match queue.try_recv() {
+                        Ok(job) if job.alone() => {
+                            next = Some(job);
+                            break;
+                        }
                         Ok(job) => group.push(job),
                         Err(_) => break,
                     }
@@ -608,5 +648,52 @@ mod tests {
         assert_eq!(rows(&store), expected);
         // The writer carries on after a panic.
         assert_eq!(job(store.clone(), "ok-99".into()).await.unwrap(), "ok-99");
+    }
+
+    /// A write that may change many rows runs in a transaction of its own,
+    /// not under a savepoint among other writes; those around it still commit.
+    #[tokio::test]
+    async fn a_write_alone_is_not_grouped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("k.db")).unwrap();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _held = lock(&store.inner.writer);
+                let _ = locked.send(());
+                std::thread::sleep(Duration::from_millis(100));
+            })
+        };
+        is_locked.recv().unwrap();
+        let before: Vec<_> = (0..5)
+            .map(|i| tokio::spawn(job(store.clone(), format!("ok-{i}"))))
+            .collect();
+        let alone = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_alone(|tx| {
+                        // Under a group's savepoint this would release it.
+                        Ok(tx.execute_batch("RELEASE job").map_err(|e| e.to_string()))
+                    })
+                    .await
+            })
+        };
+        let after: Vec<_> = (5..10)
+            .map(|i| tokio::spawn(job(store.clone(), format!("ok-{i}"))))
+            .collect();
+        for t in before.into_iter().chain(after) {
+            t.await.unwrap().unwrap();
+        }
+        let probe = alone.await.unwrap().unwrap();
+        assert!(
+            probe
+                .as_ref()
+                .is_err_and(|e| e.contains("no such savepoint")),
+            "{probe:?}"
+        );
+        holder.join().unwrap();
+        assert_eq!(rows(&store).len(), 10);
     }
 }

@@ -218,7 +218,7 @@ impl ProjectStore for SqliteStore {
 
     async fn delete_project(&self, name: &str) -> StoreResult<bool> {
         let name = name.to_string();
-        self.write_grouped(move |tx| {
+        self.write_alone(move |tx| {
             if !project_exists(tx, &name)? {
                 return Ok(false);
             }

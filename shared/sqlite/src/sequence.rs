@@ -268,7 +268,7 @@ impl SequenceStore for SqliteStore {
     }
 
     async fn purge_applied(&self, before: Timestamp) -> StoreResult<u64> {
-        self.write_grouped(move |tx| {
+        self.write_alone(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM applied WHERE applied_at < ?1")
                 .db()?

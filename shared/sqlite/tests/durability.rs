@@ -799,3 +799,32 @@ async fn a_queue_row_whose_event_is_gone_is_skipped() {
         "the empty row left the queue"
     );
 }
+
+/// An id stored before keeps its stored event; a later, different event
+/// published with that id is still delivered as it was published.
+#[tokio::test]
+async fn an_event_reusing_a_stored_id_is_delivered_as_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db(&dir));
+    let subs = vec![
+        Subscription::new("datastore", &["sh.keptn.event.>"]),
+        Subscription::new("shipyard", &["sh.keptn.event.>"]),
+    ];
+    let bus = store.bus(subs).storing_events_for("datastore");
+    let triggered = ev("same-id", "sh.keptn.event.deployment.triggered", "c1", 1);
+    let mut finished = ev("same-id", "sh.keptn.event.deployment.finished", "c1", 2);
+    finished.data["result"] = json!("pass");
+    bus.publish(std::slice::from_ref(&triggered)).await.unwrap();
+    bus.publish(std::slice::from_ref(&finished)).await.unwrap();
+
+    let delivered: Vec<KeptnEvent> = bus
+        .receive("shipyard", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event)
+        .collect();
+    assert_eq!(delivered, [triggered.clone(), finished]);
+    let stored = store.query_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(stored.events, [triggered], "the first stays stored");
+}
