@@ -528,6 +528,11 @@ pub async fn gates(
 ) -> anyhow::Result<()> {
     let warns = warnings::install();
     let dir = tempfile::tempdir()?;
+    // KEEP=1 leaves the SQLite file behind for inspection (sizes of rows and tables).
+    let keep = std::env::var_os("KEEP").is_some();
+    if keep {
+        eprintln!("dir {}", dir.path().display());
+    }
     let seen = Arc::new(Seen::default());
     let (tx, rx) = mpsc::unbounded_channel();
     let mut opts = NodeOptions::new(
@@ -665,6 +670,9 @@ pub async fn gates(
     n.stop().await;
     if o.iter().any(|((status, _), _)| status != "succeeded") {
         bail!("some evaluations did not succeed");
+    }
+    if keep {
+        std::mem::forget(dir);
     }
     Ok(())
 }

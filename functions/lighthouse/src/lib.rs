@@ -320,10 +320,21 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
         };
         let data = slo::evaluation_finished_data(&ev.data, input, &previous);
         let finished = decide::evaluation_finished(trigger, data, ev.gitcommitid.clone(), now);
-        // Not remembered from memory: the next evaluations compare with it
-        // as decoded from the store, whose float parsing may differ from
-        // the value in memory in the last bit.
-        self.publish(vec![finished]).await
+        // The next evaluation of this service compares with this one: keep it
+        // decoded as the store would give it (serde_json's float_roundtrip
+        // reads back every float exactly as written; a test holds it to that).
+        let id = finished.id.clone();
+        let decoded = slo::PreviousEvaluation::from_value(&finished.data)
+            .ok()
+            .map(|p| {
+                Arc::new(slo::PreviousEvaluation {
+                    id: id.clone(),
+                    ..p
+                })
+            });
+        let out = self.publish(vec![finished]).await?;
+        self.remember(id, decoded);
+        Ok(out)
     }
 
     /// Previous evaluations to compare with, newest first, as Keptn's datastore

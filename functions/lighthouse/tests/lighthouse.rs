@@ -975,3 +975,28 @@ async fn a_redelivered_evaluation_triggered_re_emits_identical_events() {
         "redelivered later: same ids and payloads, so consumers dedupe them"
     );
 }
+
+/// The lighthouse keeps each evaluation it produces as it produced it and
+/// compares the next ones with that; others come back from their stored
+/// JSON. Both must be the same numbers, so every float must read back from
+/// JSON exactly as serde_json wrote it (its `float_roundtrip` feature; the
+/// default parser is off by one bit for some of these).
+#[test]
+fn every_float_reads_back_from_json_exactly_as_written() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut checked = 0;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if !f.is_finite() {
+            continue;
+        }
+        let text = serde_json::to_string(&json!(f)).unwrap();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.as_f64().map(f64::to_bits), Some(f.to_bits()), "{text}");
+        checked += 1;
+    }
+    assert!(checked > 150_000, "{checked} floats checked");
+}

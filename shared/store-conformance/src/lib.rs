@@ -98,6 +98,7 @@ macro_rules! __store_cases {
             resource_scopes_are_independent,
             writing_resources_of_an_unknown_project_is_not_found,
             lane_commits_are_conditional_on_the_version,
+            a_lane_reads_back_as_committed,
             a_cause_is_applied_once_and_a_rejected_commit_changes_nothing,
             applied_effects_round_trip,
             applied_or_lane_reads_the_record_else_the_lane,

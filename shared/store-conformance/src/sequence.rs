@@ -105,6 +105,32 @@ async fn snapshot<S: SequenceStore>(s: &S, key: &LaneKey, cause: &str) -> Snapsh
     }
 }
 
+/// A committed lane reads back equal: every execution (running and waiting),
+/// the unpublished causes and the incarnation.
+pub async fn a_lane_reads_back_as_committed<S: SequenceStore>(s: &S) {
+    let mut lane = Lane::new("p", "dev", "svc");
+    lane.trigger(s, "seq-1", "ctx-1", 10).await;
+    lane.trigger(s, "seq-2", "ctx-2", 20).await;
+    assert_eq!(lane.state.executions.len(), 2, "one running, one waiting");
+    let mut state = lane.state.clone();
+    state.unpublished = vec!["tick-1".into(), "abort-\"x\"".into()];
+    state.incarnation = "inc-\u{e9}".into();
+    Commit::new(&lane.key, lane.version, &state, "cause-3")
+        .run(s)
+        .await
+        .unwrap();
+    let back = s.load_lane(&lane.key).await.unwrap().expect("the lane");
+    assert_eq!(back.version, lane.version + 1);
+    assert_eq!(back.value, state);
+    state.unpublished.clear();
+    state.incarnation.clear();
+    Commit::new(&lane.key, lane.version + 1, &state, "cause-4")
+        .run(s)
+        .await
+        .unwrap();
+    assert_eq!(s.load_lane(&lane.key).await.unwrap().unwrap().value, state);
+}
+
 /// `commit_lane` writes the lane at `expected_version + 1` when its version is
 /// `expected_version` (0 for a lane that does not exist), and fails with
 /// `Conflict` changing nothing otherwise.
