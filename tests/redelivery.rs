@@ -232,6 +232,62 @@ async fn a_redelivered_event_whose_write_landed_republishes_the_same_effects() {
     assert_eq!(again, first);
 }
 
+/// Events that cannot change a lane are ignored by their type alone: the
+/// sequence's own `.started`/`.finished` and a task event answering no trigger.
+#[tokio::test]
+async fn events_that_cannot_change_a_lane_are_ignored_and_leave_it_as_it_was() {
+    let (orch, bus, store) = setup().await;
+    orch.process(&trigger()).await.unwrap();
+    let task = bus.drain().pop().unwrap();
+    let key = keelson_core::sequence::LaneKey::new("p", "dev", "svc");
+    let before = store.load_lane(&key).await.unwrap().unwrap();
+    let like = |id: &str, ty: &str, triggeredid: Option<&str>| {
+        let mut e = KeptnEvent::new(
+            id.into(),
+            "test",
+            ty.into(),
+            "ctx-1",
+            serde_json::json!({"project":"p","stage":"dev","service":"svc","status":"succeeded","result":"pass"}),
+            Timestamp::from_millis(1_800_000_000_000),
+        );
+        e.triggeredid = triggeredid.map(str::to_string);
+        e
+    };
+    for ev in [
+        like(
+            "s",
+            "sh.keptn.event.dev.delivery.started",
+            Some("trigger-1"),
+        ),
+        like(
+            "f",
+            "sh.keptn.event.dev.delivery.finished",
+            Some("trigger-1"),
+        ),
+        like("n", "sh.keptn.event.deployment.finished", None),
+        like(
+            "t",
+            "sh.keptn.event.deployment.triggered",
+            Some("trigger-1"),
+        ),
+    ] {
+        assert_eq!(
+            orch.process(&ev).await.unwrap(),
+            Outcome::Ignored,
+            "{}",
+            ev.ty
+        );
+    }
+    assert!(bus.drain().is_empty());
+    assert_eq!(store.load_lane(&key).await.unwrap().unwrap(), before);
+    // The task's own answer still moves the lane on.
+    let finished = like("ok", "sh.keptn.event.deployment.finished", Some(&task.id));
+    assert!(matches!(
+        orch.process(&finished).await.unwrap(),
+        Outcome::Applied { .. }
+    ));
+}
+
 #[tokio::test]
 async fn a_redelivered_trigger_applies_a_pause_that_raced_its_first_delivery() {
     let (orch, bus, store) = setup().await;

@@ -100,10 +100,19 @@ impl<S: Store, B: EventBus, C: Clock> Orchestrator<S, B, C> {
 
     /// Processes one event from the bus.
     pub async fn process(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
+        // Decided by the event alone, before any read: only a sequence's
+        // `.triggered` and a task's `.started`/`.finished` answering a
+        // trigger can change a lane (the sequence's own `.started` and
+        // `.finished`, which the shipyard emits, come back here too).
         let is_trigger = match ev.event_type() {
-            EventType::Sequence { kind, .. } => kind == Kind::Triggered,
+            EventType::Sequence { kind, .. } => {
+                if kind != Kind::Triggered {
+                    return Ok(Outcome::Ignored);
+                }
+                true
+            }
             EventType::Task { kind, .. } => {
-                if kind != Kind::Started && kind != Kind::Finished {
+                if kind != Kind::Started && kind != Kind::Finished || ev.triggeredid.is_none() {
                     return Ok(Outcome::Ignored);
                 }
                 false

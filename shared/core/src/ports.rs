@@ -447,7 +447,25 @@ impl Subscription {
 }
 
 /// NATS subject matching: `*` matches one token, `>` one or more trailing tokens.
+///
+/// Every published event is matched against every subscription; the
+/// patterns in use are nearly all literal or a literal prefix and `>`,
+/// which are compared as strings (token by token was 1.7% of a
+/// quality-gates run's CPU time).
 pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let literal = |p: &str| !p.contains(['*', '>']);
+    if literal(pattern) {
+        return pattern == subject;
+    }
+    if let Some(prefix) = pattern.strip_suffix('>') {
+        if (prefix.is_empty() || prefix.ends_with('.')) && literal(prefix) {
+            return subject.starts_with(prefix);
+        }
+    }
+    tokens_match(pattern, subject)
+}
+
+fn tokens_match(pattern: &str, subject: &str) -> bool {
     let mut s = subject.split('.');
     for p in pattern.split('.') {
         match (p, s.next()) {
@@ -542,5 +560,38 @@ mod tests {
         for (p, s, want) in cases {
             assert_eq!(subject_matches(p, s), want, "{p} {s}");
         }
+    }
+
+    /// The string comparisons of literal and `prefix.>` patterns agree with
+    /// the token-by-token rule, edge cases included (empty tokens, `>` or
+    /// `*` inside a token, `>` not last).
+    #[test]
+    fn string_comparisons_agree_with_token_matching() {
+        let parts = ["", "a", "b", "*", ">", "a>", "*b", "sh"];
+        let mut strings = vec![String::new()];
+        for _ in 0..3 {
+            let mut next = vec![];
+            for s in &strings {
+                for p in parts {
+                    next.push(if s.is_empty() {
+                        p.to_string()
+                    } else {
+                        format!("{s}.{p}")
+                    });
+                }
+            }
+            strings.extend(next);
+        }
+        strings.sort();
+        strings.dedup();
+        assert!(strings.len() > 500, "{}", strings.len());
+        let mut checked = 0;
+        for p in &strings {
+            for s in &strings {
+                assert_eq!(subject_matches(p, s), tokens_match(p, s), "{p:?} {s:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 250_000);
     }
 }

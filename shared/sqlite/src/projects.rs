@@ -103,7 +103,7 @@ impl ProjectStore for SqliteStore {
                 &Scope::project(),
                 &[Change {
                     uri: SHIPYARD_URI.into(),
-                    content: Some(shipyard),
+                    content: Some(shipyard.clone()),
                 }],
                 now,
             )
