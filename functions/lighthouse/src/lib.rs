@@ -99,12 +99,20 @@ pub struct Lighthouse<S, B, C> {
     /// few evaluations of its service: decoding the ~6 KB events again was
     /// the largest cost of an evaluation.
     previous: Mutex<HashMap<String, Option<Arc<slo::PreviousEvaluation>>>>,
+    /// The `evaluation.triggered` events answered here, by the id of the
+    /// `get-sli.triggered` sent for each: the `get-sli.finished` names it,
+    /// and finds its trigger without a read. Stored events never change, so
+    /// this finds what the datastore would (the open triggers are only the
+    /// quicker of the store's two ways to it).
+    triggers: Mutex<HashMap<String, Arc<KeptnEvent>>>,
 }
 
 /// Distinct SLO texts kept parsed (the cache starts over when it is full).
 const SLO_CACHE: usize = 256;
 /// Previous evaluations kept decoded (the cache starts over when it is full).
 const PREVIOUS_CACHE: usize = 4096;
+/// Evaluation triggers kept (the cache starts over when it is full).
+const TRIGGER_CACHE: usize = 4096;
 
 impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, C: Clock>
     Lighthouse<S, B, C>
@@ -118,6 +126,7 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             cfg,
             slos: Mutex::new(HashMap::new()),
             previous: Mutex::new(HashMap::new()),
+            triggers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,11 +245,34 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             None => None,
         };
         let out = decide::on_evaluation_triggered(ev, &slo, provider.as_deref(), self.clock.now());
-        self.publish(out).await
+        let sent = self.publish(out).await?;
+        let mut triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        if triggers.len() >= TRIGGER_CACHE {
+            triggers.clear();
+        }
+        triggers.insert(decide::get_sli_id(&ev.id), Arc::new(ev.clone()));
+        Ok(sent)
     }
 
-    async fn on_get_sli_finished(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
-        let now = self.clock.now();
+    /// The trigger answered here whose `get-sli.triggered` `ev` answers, if
+    /// it is of `ev`'s context and lane (what the store's queries select).
+    fn remembered_trigger(&self, ev: &KeptnEvent) -> Option<KeptnEvent> {
+        let named = ev.triggeredid.as_deref()?;
+        let t = self
+            .triggers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(named)
+            .cloned()?;
+        (t.shkeptncontext == ev.shkeptncontext
+            && t.project() == ev.project()
+            && t.stage() == ev.stage()
+            && t.service() == ev.service())
+        .then(|| (*t).clone())
+    }
+
+    /// The evaluation triggers `ev` may answer, from the store.
+    async fn stored_triggers(&self, ev: &KeptnEvent) -> Result<Vec<KeptnEvent>, Error> {
         // The shipyard records the triggers it sends in the same write that
         // emits them, so they are found there at once; the datastore, which
         // consumes the same bus and may be behind, holds the rest (triggers
@@ -261,7 +293,7 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
             .rev()
             .filter(|t| t.shkeptncontext == ev.shkeptncontext)
             .find(|t| Some(decide::get_sli_id(&t.id).as_str()) == named);
-        let candidates = match from_lanes {
+        Ok(match from_lanes {
             Some(t) => vec![t],
             None => {
                 self.store
@@ -277,6 +309,14 @@ impl<S: EventStore + ProjectStore + ResourceStore + SequenceStore, B: EventBus, 
                     .await?
                     .events
             }
+        })
+    }
+
+    async fn on_get_sli_finished(&self, ev: &KeptnEvent) -> Result<Outcome, Error> {
+        let now = self.clock.now();
+        let candidates = match self.remembered_trigger(ev) {
+            Some(t) => vec![t],
+            None => self.stored_triggers(ev).await?,
         };
         let Some(trigger) = decide::pick_trigger(&candidates, ev) else {
             if now.millis().saturating_sub(ev.time.millis()) < ORPHAN_GRACE_MS {

@@ -918,6 +918,43 @@ async fn a_get_sli_finished_is_answered_once_the_datastore_has_caught_up() {
     assert_eq!(finished.data["evaluation"]["score"], 87.5);
 }
 
+/// The lighthouse that sent a `get-sli.triggered` finds its trigger without
+/// the store; another (a restarted process, another Lambda) finds the same
+/// one in the store: the evaluations are identical. The trigger it remembers
+/// is not taken for an answer from another context.
+#[tokio::test]
+async fn a_remembered_trigger_evaluates_as_the_stored_one_and_only_in_its_context() {
+    let w = World::new(Some("prometheus")).await;
+    let commit = w.write_slo(CARTS_SLO).await;
+    let trigger = evaluation_triggered("eval-1", Some(&commit));
+    w.trigger(&trigger).await;
+    let answer = get_sli_finished(&trigger, serde_json::from_str(CARTS_VALUES).unwrap(), t0());
+    w.store(std::slice::from_ref(&answer)).await;
+
+    let other = Lighthouse::new(
+        w.store.clone(),
+        w.bus.clone(),
+        w.clock.clone(),
+        Config {
+            default_sli_provider: Some("prometheus".into()),
+        },
+    );
+    other.process(&answer).await.unwrap();
+    let from_store = w.published().await;
+    let remembered = w.run(&answer).await;
+    assert_eq!(remembered.len(), 1);
+    assert_eq!(remembered, from_store);
+    assert_eq!(remembered[0].triggeredid.as_deref(), Some("eval-1"));
+    assert_eq!(remembered[0].data["evaluation"]["score"], 87.5);
+
+    // Same request id, another context: no trigger there (not stored yet).
+    let mut elsewhere = answer.clone();
+    elsewhere.id = "elsewhere".into();
+    elsewhere.shkeptncontext = "9d1f8a2c-0000-4000-8000-000000000001".into();
+    let err = w.lighthouse.process(&elsewhere).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+}
+
 #[tokio::test]
 async fn a_get_sli_finished_finds_its_own_evaluation_when_a_context_has_two() {
     let w = World::new(Some("prometheus")).await;
