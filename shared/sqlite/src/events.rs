@@ -539,5 +539,7 @@ mod tests {
             p.contains("events_type_scope") && !p.contains("TEMP B-TREE"),
             "{p}"
         );
+        // Invalidations are looked for in the index alone.
+        assert!(p.contains("COVERING INDEX events_triggeredid"), "{p}");
     }
 }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 /// Version of the schema this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = include_str!("schema.sql");
 /// Version 2: an index for type queries scoped to one service (the
@@ -49,6 +49,13 @@ const SCHEMA_V3: &str = "ALTER TABLE events ADD COLUMN result TEXT; \
      ALTER TABLE queue ADD COLUMN event INTEGER; \
      DROP INDEX events_type_scope; \
      CREATE INDEX events_type_scope ON events (type, project, stage, service, time, seq, result);";
+/// Version 4: the event type in the `triggeredid` index, so that leaving out
+/// invalidated evaluations reads the index alone: it looked up every event
+/// answering each candidate's trigger in the table, a row read per event
+/// (most of the lighthouse's previous-evaluations query, 4% of a
+/// quality-gates run's CPU time).
+const SCHEMA_V4: &str = "DROP INDEX events_triggeredid; \
+     CREATE INDEX events_triggeredid ON events (triggeredid, type) WHERE triggeredid IS NOT NULL;";
 /// How long a connection waits for a lock another holds before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the checkpointer's RESTART waits for readers (holding writers
@@ -565,7 +572,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if version < 3 {
         tx.execute_batch(SCHEMA_V3).db()?;
     }
-    // Later versions add their steps here: `if version < 4 { ... }`.
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4).db()?;
+    }
+    // Later versions add their steps here: `if version < 5 { ... }`.
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()

@@ -600,6 +600,14 @@ async fn a_version_1_file_is_migrated_keeping_its_data() {
         columns,
         ["type", "project", "stage", "service", "time", "seq", "result"]
     );
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_index_info('events_triggeredid') ORDER BY seqno")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, ["triggeredid", "type"], "version 4");
 }
 
 /// A bus storing events for the datastore writes them in the publishing
