@@ -540,8 +540,9 @@ fn configure(conn: &Connection) -> StoreResult<()> {
         true,
     )
     .db()?;
-    // Savepoint journals (each grouped write runs under one) and temporary
-    // tables in memory: on disk every page a write touched was first copied
+    // Savepoint and statement journals (a group run again after a failed write
+    // puts each write under a savepoint) and temporary tables in memory: on
+    // disk every page a write touched was first copied
     // to a temp file with its own pwrite calls, a quarter of the writer
     // thread's time (BENCHMARKS.md, quality gates).
     conn.pragma_update(None, "temp_store", "MEMORY").db()?;
@@ -661,18 +662,24 @@ mod tests {
             .unwrap()
     }
 
+    /// Writes row `id`; then fails (a conflict) if `id` starts with `failing`.
+    fn insert_row(tx: &rusqlite::Transaction<'_>, id: &str, failing: &str) -> StoreResult<()> {
+        tx.execute(
+            "INSERT INTO integrations (id, name, json) VALUES (?1, '', '{}')",
+            [id],
+        )
+        .db()?;
+        if id.starts_with(failing) {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
     /// Writes row `id`, then fails, panics or succeeds.
     async fn job(store: SqliteStore, id: String) -> StoreResult<String> {
         store
             .write_grouped(move |tx| {
-                tx.execute(
-                    "INSERT INTO integrations (id, name, json) VALUES (?1, '', '{}')",
-                    [&id],
-                )
-                .db()?;
-                if id.starts_with("fail") {
-                    return Err(StoreError::Conflict);
-                }
+                insert_row(tx, &id, "fail")?;
                 if id.starts_with("panic") {
                     panic!("a write that panics");
                 }
@@ -751,15 +758,7 @@ mod tests {
                         if id.starts_with("clean") {
                             return Err(StoreError::Conflict);
                         }
-                        tx.execute(
-                            "INSERT INTO integrations (id, name, json) VALUES (?1, '', '{}')",
-                            [&id],
-                        )
-                        .db()?;
-                        if id.starts_with("dirty") {
-                            return Err(StoreError::Conflict);
-                        }
-                        Ok(())
+                        insert_row(tx, &id, "dirty")
                     },
                     out: None,
                     reply,

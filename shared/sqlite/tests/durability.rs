@@ -589,25 +589,23 @@ async fn a_version_1_file_is_migrated_keeping_its_data() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_index_info('events_type_scope') ORDER BY seqno")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let columns = |index: &str| -> Vec<String> {
+        conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+            .unwrap()
+            .query_map([index], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
     assert_eq!(
-        columns,
+        columns("events_type_scope"),
         ["type", "project", "stage", "service", "time", "seq", "result"]
     );
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_index_info('events_triggeredid') ORDER BY seqno")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(columns, ["triggeredid", "type"], "version 4");
+    assert_eq!(
+        columns("events_triggeredid"),
+        ["triggeredid", "type"],
+        "version 4"
+    );
 }
 
 /// A bus storing events for the datastore writes them in the publishing
