@@ -507,6 +507,32 @@ fn cpu_seconds() -> (f64, f64) {
     (tick(11), tick(12))
 }
 
+/// This process's I/O counters from `/proc/self/io`: read and write system
+/// calls (`syscr`, `syscw`) and the bytes they moved (`rchar`, `wchar`) —
+/// SQLite's page reads and WAL writes, the checkpoint's copies, the HTTP
+/// sockets. Unlike the rate, they hardly depend on the host's speed of the
+/// moment, so they show a change in the work per evaluation.
+fn io_counters() -> [u64; 4] {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    [
+        field("syscr"),
+        field("rchar"),
+        field("syscw"),
+        field("wchar"),
+    ]
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -584,6 +610,7 @@ pub async fn gates(
     let events0 = seen.events.load(Ordering::Relaxed);
     let load0 = loadavg();
     let cpu0 = cpu_seconds();
+    let io0 = io_counters();
     let next = Arc::new(AtomicUsize::new(0));
     let names = Arc::new(names);
     let start = Instant::now();
@@ -604,6 +631,7 @@ pub async fn gates(
     }
     let elapsed = start.elapsed();
     let cpu1 = cpu_seconds();
+    let io1 = io_counters();
     let events = seen.events.load(Ordering::Relaxed) - events0;
     // Sequences still closing after the last evaluation.finished.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -660,6 +688,14 @@ pub async fn gates(
         (user + sys) / elapsed.as_secs_f64(),
         (user + sys) * 1e6 / done.len() as f64,
         loadavg()
+    );
+    let per = |i: usize| io1[i].saturating_sub(io0[i]) as f64 / done.len() as f64;
+    println!(
+        "|   I/O system calls (node + harness) | {:.1} reads ({:.1} KiB) per evaluation | {:.1} writes ({:.1} KiB) per evaluation |",
+        per(0),
+        per(1) / 1024.0,
+        per(2),
+        per(3) / 1024.0
     );
     let mut o: Vec<_> = outcomes.into_iter().collect();
     o.sort();

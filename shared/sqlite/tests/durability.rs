@@ -597,9 +597,14 @@ async fn a_version_1_file_is_migrated_keeping_its_data() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
+    assert!(
+        columns("events_type_scope").is_empty(),
+        "dropped in version 5"
+    );
     assert_eq!(
-        columns("events_type_scope"),
-        ["type", "project", "stage", "service", "time", "seq", "result"]
+        columns("events_evaluations"),
+        ["project", "stage", "service", "time", "seq", "result"],
+        "version 5"
     );
     assert_eq!(
         columns("events_triggeredid"),
