@@ -147,6 +147,7 @@ impl SequenceStore for SqliteStore {
             .into_iter()
             .map(EventRow::of)
             .collect();
+        let open_ids = to_json(&open.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())?;
         let key = c.key.clone();
         let (consumer, cause_id) = (c.consumer.to_string(), c.cause_id.to_string());
         let (expected_version, next_wakeup, now) = (
@@ -197,11 +198,18 @@ impl SequenceStore for SqliteStore {
             .db()?
             .execute(params![consumer, cause_id, effects, now])
             .db()?;
+            // An execution's id, lane, context and trigger time never
+            // change: an update rewrites its JSON and state in place, and
+            // leaves an unchanged one (another execution of the lane) alone.
+            // (REPLACE deleted and re-inserted the row, with every index
+            // entry, on each lane commit.)
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO executions \
+                    "INSERT INTO executions \
                      (id, project, stage, service, keptn_context, triggered_at, active, json) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (id) DO UPDATE SET active = excluded.active, json = excluded.json \
+                     WHERE executions.active IS NOT excluded.active OR executions.json IS NOT excluded.json",
                 )
                 .db()?;
             for e in &executions {
@@ -218,15 +226,19 @@ impl SequenceStore for SqliteStore {
                     ])
                     .db()?;
             }
+            // The lane's open triggers become `open`: the others are
+            // deleted, the new ones added, and those still open (an event
+            // never changes under its id) are left as they are.
             tx.prepare_cached(
-                "DELETE FROM open_triggers WHERE lane_project = ?1 AND lane_stage = ?2 AND lane_service = ?3",
+                "DELETE FROM open_triggers WHERE lane_project = ?1 AND lane_stage = ?2 \
+                 AND lane_service = ?3 AND event_id NOT IN (SELECT value FROM json_each(?4))",
             )
             .db()?
-            .execute([&key.project, &key.stage, &key.service])
+            .execute([&key.project, &key.stage, &key.service, &open_ids])
             .db()?;
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO open_triggers (lane_project, lane_stage, lane_service, \
+                    "INSERT OR IGNORE INTO open_triggers (lane_project, lane_stage, lane_service, \
                      event_id, type, project, stage, service, time, json) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )

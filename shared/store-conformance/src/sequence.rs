@@ -610,6 +610,24 @@ pub async fn open_triggers_are_replaced_on_every_lane_commit<S: SequenceStore>(s
     let d2 = sequence::open_triggers(&prod.state)[0].clone();
     assert_eq!(open(dep()).await, [d1.clone(), d2.clone()], "oldest first");
 
+    // Commits that keep a trigger open (the sequence paused and resumed
+    // while its task runs) keep it stored, once.
+    for (action, at) in [(ControlAction::Pause, 2500), (ControlAction::Resume, 2600)] {
+        let d = dev
+            .apply(
+                s,
+                Input::Control {
+                    keptn_context: "c1",
+                    action,
+                },
+                at,
+                &format!("{action:?}"),
+            )
+            .await;
+        assert!(d.changed, "fixture: {action:?} changes the lane");
+        assert_eq!(open(dep()).await, [d1.clone(), d2.clone()], "{action:?}");
+    }
+
     dev.finish_task(s, "c1", 3000).await;
     let t1 = sequence::open_triggers(&dev.state)[0].clone();
     assert_eq!(t1.ty, TEST_TRIGGERED, "fixture: the next task is open");
