@@ -530,19 +530,24 @@ mod tests {
             p.contains("events_context") && p.contains("events_triggeredid"),
             "{p}"
         );
+        // A type query's plan.
+        let type_plan = |ty: &str, filter: &str, exclude_invalidated: bool| {
+            let w = type_filter(&TypeQuery {
+                ty: ty.into(),
+                filter: keelson_core::query::parse_filter(filter).unwrap(),
+                exclude_invalidated,
+                from_time: None,
+                limit: 4,
+            });
+            plan(&type_sql(&w, "json"), w.args.len() + 1)
+        };
         // The lighthouse's previous evaluations: one service's events of the
         // type, newest first, without walking the project's other services.
-        let w = type_filter(&TypeQuery {
-            ty: "sh.keptn.event.evaluation.finished".into(),
-            filter: keelson_core::query::parse_filter(
-                "data.project:p AND data.stage:s AND data.service:svc AND data.result:pass,warning",
-            )
-            .unwrap(),
-            exclude_invalidated: true,
-            from_time: None,
-            limit: 4,
-        });
-        let p = plan(&type_sql(&w, "json"), w.args.len() + 1);
+        let p = type_plan(
+            "sh.keptn.event.evaluation.finished",
+            "data.project:p AND data.stage:s AND data.service:svc AND data.result:pass,warning",
+            true,
+        );
         assert!(
             p.contains("events_evaluations") && !p.contains("TEMP B-TREE"),
             "{p}"
@@ -550,17 +555,11 @@ mod tests {
         // Invalidations are looked for in the index alone.
         assert!(p.contains("COVERING INDEX events_triggeredid"), "{p}");
         // Other types, scoped the same way, walk an index newest first.
-        let w = type_filter(&TypeQuery {
-            ty: "sh.keptn.event.deployment.finished".into(),
-            filter: keelson_core::query::parse_filter(
-                "data.project:p AND data.stage:s AND data.service:svc",
-            )
-            .unwrap(),
-            exclude_invalidated: false,
-            from_time: None,
-            limit: 4,
-        });
-        let p = plan(&type_sql(&w, "json"), w.args.len() + 1);
+        let p = type_plan(
+            "sh.keptn.event.deployment.finished",
+            "data.project:p AND data.stage:s AND data.service:svc",
+            false,
+        );
         assert!(
             !p.contains("events_evaluations") && !p.contains("TEMP B-TREE"),
             "{p}"
