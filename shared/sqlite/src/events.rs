@@ -155,7 +155,7 @@ fn json_field_args(path: &str) -> [Value; 4] {
 }
 
 /// The type of the events in the partial index `events_evaluations`.
-const EVALUATION_FINISHED: &str = "sh.keptn.event.evaluation.finished";
+const EVALUATION_FINISHED: &str = crate::evaluations_index_type!();
 
 fn type_filter(q: &TypeQuery) -> Where {
     let mut w = Where::default();

@@ -29,6 +29,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+/// The event type `events_evaluations` holds (schema v5): one literal for
+/// the index's condition and for the queries that must repeat it.
+macro_rules! evaluations_index_type {
+    () => {
+        "sh.keptn.event.evaluation.finished"
+    };
+}
+pub(crate) use evaluations_index_type;
+
 /// Version of the schema this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 5;
 
@@ -62,9 +71,13 @@ const SCHEMA_V4: &str = "DROP INDEX events_triggeredid; \
 /// stored dirtied a leaf page of its own: 7 of the ~33 WAL pages a
 /// quality-gates evaluation wrote. Scoped queries of other types walk
 /// `events_type` newest first and filter.
-const SCHEMA_V5: &str = "DROP INDEX events_type_scope; \
+const SCHEMA_V5: &str = concat!(
+    "DROP INDEX events_type_scope; \
      CREATE INDEX events_evaluations ON events (project, stage, service, time, seq, result) \
-     WHERE type = 'sh.keptn.event.evaluation.finished';";
+     WHERE type = '",
+    evaluations_index_type!(),
+    "';"
+);
 /// How long a connection waits for a lock another holds before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the checkpointer's RESTART waits for readers (holding writers
